@@ -1,0 +1,1190 @@
+"""
+train_gpt_gdn.py: the Parameter Golf hybrid for long-context runs: Gated DeltaNet + full attention.
+
+The baseline's skeleton (train_gpt.py) with a Gated DeltaNet mixer in the blocks listed in
+GDN_LAYERS (default 0,1,2,4,5,6,8; blocks 3 and 7 keep causal attention) and MODEL_DIM 448, so the
+two models have about the same parameter count. Trained with Muon + Adam under a wall-clock budget,
+then scored by val_bpb after an int8+zlib round trip. Configured only by environment variables;
+launched with `torchrun --standalone --nproc_per_node=N train_gpt_gdn.py` or `python3 train_gpt_gdn.py`.
+On CUDA with fla-core 0.6.0 the GDN layers run fla's kernels; elsewhere a pure-PyTorch path.
+"""
+
+from __future__ import annotations
+
+import copy
+import glob
+import io
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+import uuid
+import zlib
+from pathlib import Path
+
+import numpy as np
+import sentencepiece as spm
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+# -----------------------------
+# HYPERPARAMETERS
+# -----------------------------
+
+
+class ConfigError(ValueError):
+    """A bad setting or input file, found before training starts; the message names the fix."""
+
+
+def env_value(env: dict, name: str, default, cast):
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return cast(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a valid {cast.__name__} (default {default!r})") from None
+
+
+def env_flag(env: dict, name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} must be 0 or 1")
+
+
+def env_int_list(env: dict, name: str, default: list[int]) -> list[int]:
+    if name not in env:
+        return list(default)
+    raw = env[name].strip()
+    if raw == "":
+        return []  # set but empty means "none", not "default"
+    try:
+        return [int(part) for part in raw.replace(" ", "").split(",") if part != ""]
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} must be a comma-separated list of integers, e.g. 0,1,2") from None
+
+
+SDPA_BACKENDS = ("auto", "cudnn", "flash", "efficient", "math")
+
+
+class Hyperparameters:
+    """Every setting of a run, read once from the environment (the competition's variable names)."""
+
+    def __init__(self, env: dict | None = None):
+        env = dict(os.environ if env is None else env)
+        # Data and run identity.
+        self.data_path = env_value(env, "DATA_PATH", "./data/datasets/fineweb10B_sp1024", str)
+        self.tokenizer_path = env_value(env, "TOKENIZER_PATH", "./data/tokenizers/fineweb_1024_bpe.model", str)
+        self.run_id = env_value(env, "RUN_ID", time.strftime("%Y%m%d_%H%M%S") + "_" + uuid.uuid4().hex[:8], str)
+        self.log_dir = env_value(env, "LOG_DIR", "logs", str)
+        self.artifact_dir = env_value(env, "ARTIFACT_DIR", "artifacts", str)
+        self.seed = env_value(env, "SEED", 1337, int)
+        # Evaluation and logging cadence.
+        self.val_batch_size = env_value(env, "VAL_BATCH_SIZE", 524_288, int)
+        self.val_loss_every = env_value(env, "VAL_LOSS_EVERY", 1000, int)
+        self.train_log_every = env_value(env, "TRAIN_LOG_EVERY", 200, int)
+        # Length of training and schedules.
+        self.iterations = env_value(env, "ITERATIONS", 20_000, int)
+        self.warmup_steps = env_value(env, "WARMUP_STEPS", 20, int)  # compile warm-up, undone before the clock starts
+        self.warmdown_iters = env_value(env, "WARMDOWN_ITERS", 1200, int)
+        # WARMDOWN_FRAC > 0 replaces WARMDOWN_ITERS: the last fraction of the wall-clock budget
+        # (or of ITERATIONS when uncapped), so no launcher needs step counts computed by hand.
+        self.warmdown_frac = env_value(env, "WARMDOWN_FRAC", 0.0, float)
+        self.train_batch_tokens = env_value(env, "TRAIN_BATCH_TOKENS", 524_288, int)
+        self.train_seq_len = env_value(env, "TRAIN_SEQ_LEN", 1024, int)
+        self.grad_accum_steps = env_value(env, "GRAD_ACCUM_STEPS", 0, int)  # 0: 8 // world size, as published
+        self.max_wallclock_seconds = env_value(env, "MAX_WALLCLOCK_SECONDS", 600.0, float)
+        # Model shape.
+        self.vocab_size = env_value(env, "VOCAB_SIZE", 1024, int)
+        self.num_layers = env_value(env, "NUM_LAYERS", 9, int)
+        self.model_dim = env_value(env, "MODEL_DIM", 448, int)
+        self.num_heads = env_value(env, "NUM_HEADS", 8, int)
+        self.num_kv_heads = env_value(env, "NUM_KV_HEADS", 4, int)
+        self.mlp_mult = env_value(env, "MLP_MULT", 2, int)
+        self.rope_base = env_value(env, "ROPE_BASE", 10000.0, float)
+        self.logit_softcap = env_value(env, "LOGIT_SOFTCAP", 30.0, float)
+        self.qk_gain_init = env_value(env, "QK_GAIN_INIT", 1.5, float)
+        self.tied_embed_init_std = env_value(env, "TIED_EMBED_INIT_STD", 0.005, float)
+        # Optimizers.
+        self.tied_embed_lr = env_value(env, "TIED_EMBED_LR", 0.05, float)
+        self.matrix_lr = env_value(env, "MATRIX_LR", 0.04, float)
+        self.scalar_lr = env_value(env, "SCALAR_LR", 0.04, float)
+        self.muon_momentum = env_value(env, "MUON_MOMENTUM", 0.95, float)
+        self.muon_backend_steps = env_value(env, "MUON_BACKEND_STEPS", 5, int)
+        self.muon_momentum_warmup_start = env_value(env, "MUON_MOMENTUM_WARMUP_START", 0.85, float)
+        self.muon_momentum_warmup_steps = env_value(env, "MUON_MOMENTUM_WARMUP_STEPS", 500, int)
+        # MUON_MOMENTUM_WARMUP_FRAC > 0 replaces the step count with a fraction of the budget.
+        self.muon_momentum_warmup_frac = env_value(env, "MUON_MOMENTUM_WARMUP_FRAC", 0.0, float)
+        self.beta1 = env_value(env, "BETA1", 0.9, float)
+        self.beta2 = env_value(env, "BETA2", 0.95, float)
+        self.adam_eps = env_value(env, "ADAM_EPS", 1e-8, float)
+        self.grad_clip_norm = env_value(env, "GRAD_CLIP_NORM", 0.0, float)
+        # Gated DeltaNet mixer.
+        self.gdn_layers = env_int_list(env, "GDN_LAYERS", [0, 1, 2, 4, 5, 6, 8])
+        self.gdn_head_dim_ratio = env_value(env, "GDN_HEAD_DIM_RATIO", 0.75, float)  # key head dim / attention head dim
+        self.gdn_expand_v = env_value(env, "GDN_EXPAND_V", 2.0, float)  # value head dim / key head dim
+        self.gdn_conv_size = env_value(env, "GDN_CONV_SIZE", 4, int)
+        self.gdn_backend = env_value(env, "GDN_BACKEND", "auto", str).lower()
+        # Kernels.
+        self.compile = env_flag(env, "COMPILE", True)  # only takes effect on CUDA
+        self.sdpa_backend = env_value(env, "SDPA_BACKEND", "auto", str).lower()
+
+    @property
+    def train_files(self) -> str:
+        return os.path.join(self.data_path, "fineweb_train_*.bin")
+
+    @property
+    def val_files(self) -> str:
+        return os.path.join(self.data_path, "fineweb_val_*.bin")
+
+    def resolve(self, world_size: int) -> None:
+        """Fill derived values and check everything that can be checked without reading data."""
+        if self.grad_accum_steps == 0:
+            self.grad_accum_steps = max(1, 8 // world_size)
+        checks = [
+            (self.num_layers >= 1, f"NUM_LAYERS={self.num_layers} must be >= 1"),
+            (self.num_heads >= 1 and self.num_kv_heads >= 1, "NUM_HEADS and NUM_KV_HEADS must be >= 1"),
+            (self.model_dim % self.num_heads == 0,
+             f"MODEL_DIM={self.model_dim} must be divisible by NUM_HEADS={self.num_heads}"),
+            (self.num_heads % self.num_kv_heads == 0,
+             f"NUM_HEADS={self.num_heads} must be divisible by NUM_KV_HEADS={self.num_kv_heads}"),
+            ((self.model_dim // self.num_heads) % 2 == 0,
+             f"head dim MODEL_DIM/NUM_HEADS={self.model_dim // self.num_heads} must be even for RoPE"),
+            (self.mlp_mult >= 1, f"MLP_MULT={self.mlp_mult} must be >= 1"),
+            (2 <= self.vocab_size <= 65_536, f"VOCAB_SIZE={self.vocab_size} must fit uint16 tokens (2..65536)"),
+            (self.train_seq_len >= 1, f"TRAIN_SEQ_LEN={self.train_seq_len} must be >= 1"),
+            (self.grad_accum_steps >= 1, f"GRAD_ACCUM_STEPS={self.grad_accum_steps} must be >= 1"),
+            (self.iterations >= 0 and self.warmup_steps >= 0, "ITERATIONS and WARMUP_STEPS must be >= 0"),
+            (self.max_wallclock_seconds >= 0, "MAX_WALLCLOCK_SECONDS must be >= 0 (0 disables the cap)"),
+            (0.0 <= self.warmdown_frac <= 1.0, f"WARMDOWN_FRAC={self.warmdown_frac} must be in [0, 1]"),
+            (0.0 <= self.muon_momentum_warmup_frac <= 1.0,
+             f"MUON_MOMENTUM_WARMUP_FRAC={self.muon_momentum_warmup_frac} must be in [0, 1]"),
+            (self.sdpa_backend in SDPA_BACKENDS, f"SDPA_BACKEND={self.sdpa_backend!r} must be one of {SDPA_BACKENDS}"),
+            ("/" not in self.run_id and self.run_id not in ("", ".", ".."),
+             f"RUN_ID={self.run_id!r} must be a plain file name"),
+        ]
+        micro_tokens = world_size * self.grad_accum_steps * self.train_seq_len
+        checks.append((self.train_batch_tokens > 0 and self.train_batch_tokens % micro_tokens == 0,
+                       f"TRAIN_BATCH_TOKENS={self.train_batch_tokens} must split into whole sequences per micro-step: "
+                       f"a multiple of world_size({world_size}) x GRAD_ACCUM_STEPS({self.grad_accum_steps}) x "
+                       f"TRAIN_SEQ_LEN({self.train_seq_len}) = {micro_tokens}"))
+        checks.append((self.val_batch_size >= micro_tokens,
+                       f"VAL_BATCH_SIZE={self.val_batch_size} must hold at least one sequence per micro-step "
+                       f"(>= {micro_tokens})"))
+        checks.extend(mixer_config_checks(self))
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    def as_log_lines(self) -> list[str]:
+        names = sorted(k for k in vars(self))
+        return [f"config {name}:{getattr(self, name)!r}" for name in names]
+
+
+# -----------------------------
+# MUON OPTIMIZER
+# -----------------------------
+
+
+def zeropower_via_newtonschulz5(grad: Tensor, steps: int = 5, eps: float = 1e-7) -> Tensor:
+    """Approximately orthogonalise a matrix (U V^T of its SVD) with a quintic Newton-Schulz iteration in bf16."""
+    a, b, c = (3.4445, -4.7750, 2.0315)
+    x = grad.bfloat16()
+    x = x / (x.norm() + eps)
+    transposed = grad.size(0) > grad.size(1)
+    if transposed:
+        x = x.T
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.T if transposed else x
+
+
+class Muon(torch.optim.Optimizer):
+    """SGD with Nesterov momentum whose 2-D updates are orthogonalised; ranks split the work, then share it."""
+
+    def __init__(self, params, lr: float, momentum: float, backend_steps: int, nesterov: bool = True):
+        super().__init__(params, dict(lr=lr, momentum=momentum, backend_steps=backend_steps, nesterov=nesterov))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        distributed = dist.is_available() and dist.is_initialized()
+        world_size = dist.get_world_size() if distributed else 1
+        rank = dist.get_rank() if distributed else 0
+        for group in self.param_groups:
+            params = group["params"]
+            if not params:
+                continue
+            total = sum(p.numel() for p in params)
+            updates_flat = torch.zeros(total, device=params[0].device, dtype=torch.bfloat16)
+            offset = 0
+            for i, p in enumerate(params):
+                if i % world_size == rank and p.grad is not None:
+                    state = self.state[p]
+                    if "momentum_buffer" not in state:
+                        state["momentum_buffer"] = torch.zeros_like(p.grad)
+                    buf = state["momentum_buffer"]
+                    buf.mul_(group["momentum"]).add_(p.grad)
+                    g = p.grad.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
+                    g = zeropower_via_newtonschulz5(g, steps=group["backend_steps"])
+                    g = g * max(1.0, g.size(0) / g.size(1)) ** 0.5  # same RMS for tall and wide matrices
+                    updates_flat[offset : offset + p.numel()] = g.reshape(-1)
+                offset += p.numel()
+            if distributed:
+                dist.all_reduce(updates_flat, op=dist.ReduceOp.SUM)
+            offset = 0
+            for p in params:
+                p.add_(updates_flat[offset : offset + p.numel()].view_as(p).to(p.dtype), alpha=-group["lr"])
+                offset += p.numel()
+
+
+# -----------------------------
+# TOKENIZER-AGNOSTIC EVALUATION
+# -----------------------------
+
+
+def build_sentencepiece_luts(sp: spm.SentencePieceProcessor, vocab_size: int, device: torch.device):
+    """Per-token UTF-8 byte counts, so val_bpb does not depend on the tokenizer.
+
+    A piece's leading '▁' is one space byte, counted by the evaluator only when the previous token
+    is not a boundary (control/unknown/unused) token: after BOS no space is printed. It is not also
+    part of base_bytes; counting it twice overstates bytes and so understates bpb.
+    """
+    table_size = max(int(sp.vocab_size()), vocab_size)
+    base_bytes = np.zeros(table_size, dtype=np.int16)
+    has_leading_space = np.zeros(table_size, dtype=np.bool_)
+    is_boundary = np.ones(table_size, dtype=np.bool_)
+    for token_id in range(int(sp.vocab_size())):
+        if sp.is_control(token_id) or sp.is_unknown(token_id) or sp.is_unused(token_id):
+            continue
+        is_boundary[token_id] = False
+        if sp.is_byte(token_id):
+            base_bytes[token_id] = 1
+            continue
+        piece = sp.id_to_piece(token_id)
+        if piece.startswith("\u2581"):
+            has_leading_space[token_id] = True
+            piece = piece[1:]
+        base_bytes[token_id] = len(piece.encode("utf-8"))
+    return (
+        torch.tensor(base_bytes, dtype=torch.int16, device=device),
+        torch.tensor(has_leading_space, dtype=torch.bool, device=device),
+        torch.tensor(is_boundary, dtype=torch.bool, device=device),
+    )
+
+
+def count_target_bytes(prev_ids: Tensor, target_ids: Tensor, luts) -> Tensor:
+    """UTF-8 bytes that the target tokens decode to, given the token before each one."""
+    base_bytes, has_leading_space, is_boundary = luts
+    nbytes = base_bytes[target_ids].to(torch.int64)
+    nbytes += (has_leading_space[target_ids] & ~is_boundary[prev_ids]).to(torch.int64)
+    return nbytes
+
+
+def eval_val(h: Hyperparameters, model: nn.Module, rank: int, world_size: int, device: torch.device,
+             val_tokens: Tensor, luts, autocast_enabled: bool) -> tuple[float, float]:
+    """Mean loss and bits per byte over the whole validation split, split by sequences across ranks."""
+    seq_len = h.train_seq_len
+    local_batch_seqs = max(1, h.val_batch_size // (world_size * h.grad_accum_steps * seq_len))
+    total_seqs = (val_tokens.numel() - 1) // seq_len
+    seq_start = total_seqs * rank // world_size
+    seq_end = total_seqs * (rank + 1) // world_size
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    token_count = torch.zeros((), device=device, dtype=torch.float64)
+    byte_count = torch.zeros((), device=device, dtype=torch.float64)
+    model.eval()
+    with torch.inference_mode():
+        for batch_start in range(seq_start, seq_end, local_batch_seqs):
+            batch_end = min(batch_start + local_batch_seqs, seq_end)
+            chunk = val_tokens[batch_start * seq_len : batch_end * seq_len + 1].to(device=device, dtype=torch.int64)
+            x = chunk[:-1].reshape(-1, seq_len)  # [batch, seq_len]
+            y = chunk[1:].reshape(-1, seq_len)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast_enabled):
+                batch_loss = model(x, y).detach()
+            n = float(y.numel())
+            loss_sum += batch_loss.to(torch.float64) * n
+            token_count += n
+            byte_count += count_target_bytes(x.reshape(-1), y.reshape(-1), luts).sum().to(torch.float64)
+    if dist.is_available() and dist.is_initialized():
+        for t in (loss_sum, token_count, byte_count):
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    model.train()
+    val_loss = (loss_sum / token_count).item()
+    bits_per_token = val_loss / math.log(2.0)
+    tokens_per_byte = token_count.item() / byte_count.item()
+    return val_loss, bits_per_token * tokens_per_byte
+
+
+# -----------------------------
+# POST-TRAINING QUANTIZATION
+# -----------------------------
+
+CONTROL_TENSOR_NAME_PATTERNS = ("attn_scale", "mlp_scale", "resid_mix", "q_gain", "skip_weights")
+INT8_KEEP_FLOAT_MAX_NUMEL = 65_536  # small tensors cost little and are stored as floats
+INT8_CLIP_QUANTILE = 0.9999984  # per-row clip before scaling, so one outlier does not set the step
+SUBMISSION_BYTE_LIMIT = 16_000_000
+
+
+def keeps_fp32(name: str) -> bool:
+    return any(pattern in name for pattern in CONTROL_TENSOR_NAME_PATTERNS + MIXER_FP32_NAME_PATTERNS)
+
+
+def quantize_tensor_int8(t: Tensor) -> tuple[Tensor, Tensor]:
+    """Symmetric int8: per row for matrices (scale [rows]), one scale otherwise."""
+    t32 = t.float()
+    if t32.ndim == 2:
+        clip = torch.quantile(t32.abs(), INT8_CLIP_QUANTILE, dim=1) if t32.numel() else t32.new_zeros(t32.shape[0])
+        scale = (clip / 127.0).clamp_min(1.0 / 127.0)
+        clipped = torch.maximum(torch.minimum(t32, clip[:, None]), -clip[:, None])
+        q = torch.clamp(torch.round(clipped / scale[:, None]), -127, 127).to(torch.int8)
+        return q.contiguous(), scale.to(torch.float16).contiguous()
+    clip = float(torch.quantile(t32.abs().flatten(), INT8_CLIP_QUANTILE)) if t32.numel() else 0.0
+    scale = torch.tensor(clip / 127.0 if clip > 0 else 1.0, dtype=torch.float32)
+    q = torch.clamp(torch.round(torch.clamp(t32, -clip, clip) / scale), -127, 127).to(torch.int8)
+    return q.contiguous(), scale
+
+
+def quantize_state_dict_int8(state_dict: dict[str, Tensor]) -> dict:
+    quantized, scales, dtypes, passthrough = {}, {}, {}, {}
+    for name, tensor in state_dict.items():
+        t = tensor.detach().cpu().contiguous()
+        if not t.is_floating_point():
+            passthrough[name] = t
+        elif t.numel() <= INT8_KEEP_FLOAT_MAX_NUMEL:
+            passthrough[name] = t.float() if keeps_fp32(name) else t.to(torch.float16)
+            dtypes[name] = str(t.dtype).removeprefix("torch.")
+        else:
+            quantized[name], scales[name] = quantize_tensor_int8(t)
+            dtypes[name] = str(t.dtype).removeprefix("torch.")
+    return {"format": "int8_per_row_v1", "quantized": quantized, "scales": scales, "dtypes": dtypes,
+            "passthrough": passthrough}
+
+
+def dequantize_state_dict_int8(obj: dict) -> dict[str, Tensor]:
+    out = {}
+    for name, q in obj["quantized"].items():
+        scale = obj["scales"][name].float()
+        values = q.float() * (scale[:, None] if q.ndim == 2 else scale)
+        out[name] = values.to(getattr(torch, obj["dtypes"][name]))
+    for name, t in obj["passthrough"].items():
+        out[name] = t.to(getattr(torch, obj["dtypes"][name])) if name in obj["dtypes"] else t
+    return out
+
+
+def serialize_int8_zlib(state_dict: dict[str, Tensor]) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(quantize_state_dict_int8(state_dict), buffer)
+    return zlib.compress(buffer.getvalue(), level=9)
+
+
+def deserialize_int8_zlib(blob: bytes) -> dict[str, Tensor]:
+    obj = torch.load(io.BytesIO(zlib.decompress(blob)), map_location="cpu", weights_only=True)
+    return dequantize_state_dict_int8(obj)
+
+
+# -----------------------------
+# DATA LOADING
+# -----------------------------
+
+SHARD_MAGIC = 20240520
+SHARD_VERSION = 1
+SHARD_HEADER_INTS = 256
+
+
+def read_shard_header(path: Path) -> int:
+    """Token count of a shard, after checking its magic, version and size."""
+    header_bytes = SHARD_HEADER_INTS * 4
+    size = path.stat().st_size
+    if size < header_bytes:
+        raise ConfigError(f"shard {path}: {size} bytes is shorter than the {header_bytes}-byte header; "
+                          f"rebuild it with data/prepare_local.py or download it again")
+    header = np.fromfile(path, dtype="<i4", count=SHARD_HEADER_INTS)
+    if int(header[0]) != SHARD_MAGIC or int(header[1]) != SHARD_VERSION:
+        raise ConfigError(f"shard {path}: header magic/version {int(header[0])}/{int(header[1])}, expected "
+                          f"{SHARD_MAGIC}/{SHARD_VERSION}: not a shard of this format")
+    num_tokens = int(header[2])
+    if num_tokens < 0 or size != header_bytes + 2 * num_tokens:
+        raise ConfigError(f"shard {path}: {size} bytes, but its header says {num_tokens} tokens "
+                          f"({header_bytes + 2 * num_tokens} bytes): the file is truncated or corrupt")
+    return num_tokens
+
+
+def load_data_shard(path: str | Path) -> Tensor:
+    path = Path(path)
+    num_tokens = read_shard_header(path)
+    tokens = np.fromfile(path, dtype="<u2", count=num_tokens, offset=SHARD_HEADER_INTS * 4)
+    return torch.from_numpy(tokens.astype(np.uint16, copy=False))
+
+
+def find_shards(pattern: str, what: str) -> list[Path]:
+    files = [Path(p) for p in sorted(glob.glob(pattern))]
+    if not files:
+        raise ConfigError(f"no {what} shards match {pattern}: set DATA_PATH to a folder with fineweb_train_*.bin "
+                          f"and fineweb_val_*.bin (data/cached_challenge_fineweb.py downloads them; "
+                          f"data/prepare_local.py builds them from local documents)")
+    return files
+
+
+def load_validation_tokens(pattern: str, seq_len: int) -> Tensor:
+    tokens = torch.cat([load_data_shard(f) for f in find_shards(pattern, "validation")])
+    usable = ((tokens.numel() - 1) // seq_len) * seq_len
+    if usable <= 0:
+        raise ConfigError(f"the validation split ({tokens.numel()} tokens) is shorter than one sequence of "
+                          f"TRAIN_SEQ_LEN={seq_len} + 1: use a shorter context or a larger validation split")
+    return tokens[: usable + 1]
+
+
+class TokenStream:
+    """Reads the training shards in order, wrapping around at the end; counts tokens for epochs."""
+
+    def __init__(self, files: list[Path]):
+        self.files = files
+        self.file_idx = 0
+        self.tokens = load_data_shard(self.files[0])
+        self.pos = 0
+        self.tokens_taken = 0
+
+    def _advance_file(self) -> None:
+        self.file_idx = (self.file_idx + 1) % len(self.files)
+        self.tokens = load_data_shard(self.files[self.file_idx])
+        self.pos = 0
+
+    def take(self, n: int) -> Tensor:
+        chunks = []
+        remaining = n
+        while remaining > 0:
+            available = self.tokens.numel() - self.pos
+            if available <= 0:
+                self._advance_file()
+                continue
+            k = min(remaining, available)
+            chunks.append(self.tokens[self.pos : self.pos + k])
+            self.pos += k
+            remaining -= k
+        self.tokens_taken += n
+        return chunks[0] if len(chunks) == 1 else torch.cat(chunks)
+
+
+class DistributedTokenLoader:
+    """Each call takes one micro-step's tokens for all ranks from the stream; each rank keeps its span."""
+
+    def __init__(self, files: list[Path], rank: int, world_size: int, device: torch.device):
+        self.rank, self.world_size, self.device = rank, world_size, device
+        self.stream = TokenStream(files)
+
+    def next_batch(self, global_tokens: int, seq_len: int, grad_accum_steps: int) -> tuple[Tensor, Tensor]:
+        local_tokens = global_tokens // (self.world_size * grad_accum_steps)
+        span = local_tokens + 1  # one extra token for the shifted targets
+        chunk = self.stream.take(span * self.world_size)
+        local = chunk[self.rank * span : (self.rank + 1) * span].to(dtype=torch.int64)
+        x = local[:-1].reshape(-1, seq_len)  # [local_tokens // seq_len, seq_len]
+        y = local[1:].reshape(-1, seq_len)
+        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+
+# -----------------------------
+# TRANSFORMER MODULES
+# -----------------------------
+
+
+class CastedLinear(nn.Linear):
+    """Linear layer whose fp32 master weight is cast to the activation dtype at use."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        bias = self.bias.to(x.dtype) if self.bias is not None else None
+        return F.linear(x, self.weight.to(x.dtype), bias)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, eps: float | None = None):
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.rms_norm(x, (x.size(-1),), eps=self.eps)
+
+
+class Rotary(nn.Module):
+    """cos/sin tables for one sequence length, rebuilt in fp32 on a new length or device.
+
+    The inverse frequencies are recomputed here rather than kept in a buffer, which model.bfloat16()
+    would round to bf16 and so shift every frequency.
+    """
+
+    def __init__(self, dim: int, base: float = 10000.0):
+        super().__init__()
+        self.dim, self.base = dim, base
+        self._cached_len = 0
+        self._cos: Tensor | None = None
+        self._sin: Tensor | None = None
+
+    def forward(self, seq_len: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        if self._cos is None or self._cached_len != seq_len or self._cos.device != device:
+            inv_freq = 1.0 / (self.base ** (torch.arange(0, self.dim, 2, dtype=torch.float32, device=device) / self.dim))
+            positions = torch.arange(seq_len, device=device, dtype=torch.float32)
+            freqs = torch.outer(positions, inv_freq)  # [seq_len, dim/2]
+            self._cos, self._sin = freqs.cos()[None, None], freqs.sin()[None, None]
+            self._cached_len = seq_len
+        return self._cos.to(dtype), self._sin.to(dtype)
+
+
+def apply_rotary_emb(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    half = x.size(-1) // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin), dim=-1)
+
+
+SDPA_EXPAND_KV = False  # set at start-up when the chosen backend cannot take grouped KV heads itself
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, dim: int, num_heads: int, num_kv_heads: int, rope_base: float, qk_gain_init: float):
+        super().__init__()
+        self.num_heads, self.num_kv_heads = num_heads, num_kv_heads
+        self.head_dim = dim // num_heads
+        kv_dim = num_kv_heads * self.head_dim
+        self.c_q = CastedLinear(dim, dim, bias=False)
+        self.c_k = CastedLinear(dim, kv_dim, bias=False)
+        self.c_v = CastedLinear(dim, kv_dim, bias=False)
+        self.proj = CastedLinear(dim, dim, bias=False)
+        self.proj._zero_init = True
+        self.q_gain = nn.Parameter(torch.full((num_heads,), qk_gain_init, dtype=torch.float32))
+        self.rotary = Rotary(self.head_dim, base=rope_base)
+
+    def forward(self, x: Tensor) -> Tensor:
+        bsz, seq_len, dim = x.shape
+        q = self.c_q(x).reshape(bsz, seq_len, self.num_heads, self.head_dim).transpose(1, 2)  # [B, H, T, hd]
+        k = self.c_k(x).reshape(bsz, seq_len, self.num_kv_heads, self.head_dim).transpose(1, 2)  # [B, KV, T, hd]
+        v = self.c_v(x).reshape(bsz, seq_len, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q = F.rms_norm(q, (self.head_dim,))
+        k = F.rms_norm(k, (self.head_dim,))
+        cos, sin = self.rotary(seq_len, x.device, q.dtype)
+        q = apply_rotary_emb(q, cos, sin) * self.q_gain.to(q.dtype)[None, :, None, None]
+        k = apply_rotary_emb(k, cos, sin)
+        grouped = self.num_kv_heads != self.num_heads
+        if grouped and SDPA_EXPAND_KV:
+            k = k.repeat_interleave(self.num_heads // self.num_kv_heads, dim=1)
+            v = v.repeat_interleave(self.num_heads // self.num_kv_heads, dim=1)
+            grouped = False
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=grouped)  # [B, H, T, hd]
+        return self.proj(y.transpose(1, 2).reshape(bsz, seq_len, dim))
+
+
+class MLP(nn.Module):
+    def __init__(self, dim: int, mlp_mult: int):
+        super().__init__()
+        self.fc = CastedLinear(dim, mlp_mult * dim, bias=False)
+        self.proj = CastedLinear(mlp_mult * dim, dim, bias=False)
+        self.proj._zero_init = True
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(torch.relu(self.fc(x)).square())
+
+
+# -----------------------------
+# SEQUENCE MIXERS
+# -----------------------------
+# Gated DeltaNet (Yang et al., 2024), as in Olmo Hybrid. Per head, with a K x V state S:
+#   S_t = exp(g_t) S_{t-1};  S_t += beta_t k_t (v_t - k_t^T S_t)^T;  o_t = scale * q_t^T S_t
+# beta_t = 2 sigmoid(b_t) in (0, 2), so (I - beta k k^T) can have a negative eigenvalue, and
+# g_t = -exp(A_log) softplus(a_t + dt_bias) < 0. On CUDA with fla installed the chunked Triton/TileLang
+# kernels run; otherwise the same maths runs in PyTorch (a chunked form checked against the recurrence).
+
+MIXER_FP32_NAME_PATTERNS: tuple[str, ...] = ("A_log", "dt_bias")
+GDN_BACKENDS = ("auto", "fla", "torch")
+GDN_CHUNK_SIZE = 64
+GDN_NORM_EPS = 1e-6
+
+
+def mixer_config_checks(h: Hyperparameters) -> list[tuple[bool, str]]:
+    head_dim = h.model_dim // max(h.num_heads, 1)
+    return [
+        (all(0 <= i < h.num_layers for i in h.gdn_layers),
+         f"GDN_LAYERS={h.gdn_layers} has an index outside 0..NUM_LAYERS-1={h.num_layers - 1}"),
+        (len(set(h.gdn_layers)) == len(h.gdn_layers), f"GDN_LAYERS={h.gdn_layers} repeats a layer"),
+        (h.gdn_conv_size >= 1, f"GDN_CONV_SIZE={h.gdn_conv_size} must be >= 1"),
+        (round(h.gdn_head_dim_ratio * head_dim) >= 1,
+         f"GDN_HEAD_DIM_RATIO={h.gdn_head_dim_ratio} gives an empty key head (attention head dim {head_dim})"),
+        (int(h.gdn_expand_v * round(h.gdn_head_dim_ratio * head_dim)) >= 1,
+         f"GDN_EXPAND_V={h.gdn_expand_v} gives an empty value head"),
+        (h.gdn_backend in GDN_BACKENDS, f"GDN_BACKEND={h.gdn_backend!r} must be one of {GDN_BACKENDS}"),
+        (h.gdn_backend != "fla" or fla_available(),
+         "GDN_BACKEND=fla needs CUDA and the fla-core package (pip install fla-core==0.6.0)"),
+    ]
+
+
+def fla_available() -> bool:
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import fla.ops.gated_delta_rule  # noqa: F401
+        import fla.modules  # noqa: F401
+    except Exception:  # noqa: BLE001 - a broken install counts as absent; the log records the version
+        return False
+    return True
+
+
+def gdn_backend_for(h: Hyperparameters) -> str:
+    if h.gdn_backend == "auto":
+        return "fla" if fla_available() else "torch"
+    return h.gdn_backend
+
+
+def l2_normalize(x: Tensor) -> Tensor:
+    """x / ||x|| over the last dim, in fp32, with the eps of fla's l2norm kernel."""
+    x32 = x.float()
+    return (x32 * torch.rsqrt((x32 * x32).sum(-1, keepdim=True) + GDN_NORM_EPS)).to(x.dtype)
+
+
+def gated_delta_rule_recurrent(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor, scale: float) -> Tensor:
+    """Step-by-step fp32 reference. q, k: [B, T, H, K]; v: [B, T, H, V]; g, beta: [B, T, H] -> [B, T, H, V]."""
+    q, k, v, g, beta = (t.float() for t in (q, k, v, g, beta))
+    bsz, seq_len, heads, key_dim = q.shape
+    state = q.new_zeros(bsz, heads, key_dim, v.shape[-1])  # [B, H, K, V]
+    outputs = []
+    for t in range(seq_len):
+        state = state * g[:, t].exp()[..., None, None]
+        k_t = k[:, t]  # [B, H, K]
+        predicted = torch.einsum("bhk,bhkv->bhv", k_t, state)
+        update = beta[:, t][..., None] * (v[:, t] - predicted)  # [B, H, V]
+        state = state + k_t[..., None] * update[..., None, :]
+        outputs.append(torch.einsum("bhk,bhkv->bhv", q[:, t] * scale, state))
+    return torch.stack(outputs, dim=1)
+
+
+def gated_delta_rule_chunked(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor, scale: float,
+                             chunk_size: int = GDN_CHUNK_SIZE) -> Tensor:
+    """The same maths in chunks (WY form), fp32, differentiable by autograd; shapes as the recurrence.
+
+    Within a chunk with cumulative log-decay G and start state S0, the pseudo-values
+    U = (I + A)^-1 (beta V - diag(beta e^G) K S0), A_ij = beta_i e^(G_i - G_j) k_i.k_j (j < i),
+    give every output and the next state with matrix products; only S crosses chunks.
+    """
+    out_dtype = v.dtype
+    bsz, seq_len, heads, key_dim = q.shape
+    value_dim = v.shape[-1]
+    c = chunk_size
+    pad = (-seq_len) % c  # zero-padded tail: beta = 0 and g = 0 leave the state alone
+    q, k, v, g, beta = (F.pad(t.float(), (0, 0) * (t.ndim - 2) + (0, pad)) for t in (q, k, v, g, beta))
+    n = (seq_len + pad) // c
+    q, k, v = (t.view(bsz, n, c, heads, -1).permute(0, 3, 1, 2, 4) for t in (q, k, v))  # [B, H, N, C, *]
+    g, beta = (t.view(bsz, n, c, heads).permute(0, 3, 1, 2) for t in (g, beta))  # [B, H, N, C]
+    cum_g = g.cumsum(-1)
+    lower_incl = torch.ones(c, c, dtype=torch.bool, device=q.device).tril()
+    lower_strict = lower_incl.tril(-1)
+    decay = (cum_g[..., :, None] - cum_g[..., None, :]).masked_fill(~lower_incl, float("-inf")).exp()  # [B,H,N,C,C]
+    a = (beta[..., :, None] * decay * (k @ k.transpose(-1, -2))).masked_fill(~lower_strict, 0.0)
+    unit_lower = a + torch.eye(c, device=q.device, dtype=a.dtype)
+    w = torch.linalg.solve_triangular(unit_lower, (beta * cum_g.exp())[..., None] * k, upper=False, unitriangular=True)
+    u0 = torch.linalg.solve_triangular(unit_lower, beta[..., None] * v, upper=False, unitriangular=True)
+    qk = (q @ k.transpose(-1, -2)) * decay  # [B, H, N, C, C], causal incl. the diagonal
+    q_decayed = q * cum_g.exp()[..., None]
+    k_to_end = k * (cum_g[..., -1:] - cum_g).exp()[..., None]  # decay from each position to the chunk end
+    state = q.new_zeros(bsz, heads, key_dim, value_dim)  # [B, H, K, V]
+    outputs = []
+    for i in range(n):
+        u = u0[:, :, i] - w[:, :, i] @ state  # [B, H, C, V]
+        outputs.append(q_decayed[:, :, i] @ state + qk[:, :, i] @ u)
+        state = state * cum_g[:, :, i, -1].exp()[..., None, None] + k_to_end[:, :, i].transpose(-1, -2) @ u
+    o = torch.stack(outputs, dim=2) * scale  # [B, H, N, C, V]
+    return o.permute(0, 2, 3, 1, 4).reshape(bsz, n * c, heads, value_dim)[:, :seq_len].to(out_dtype)
+
+
+def gated_delta_rule_fla(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor, scale: float) -> Tensor:
+    """fla-core 0.6.0's chunked kernel. beta arrives as 2*sigmoid(b) already, so the kernel's own
+    beta activation stays off (fla >= 0.5.1 rejects allow_neg_eigval without it)."""
+    from fla.ops.gated_delta_rule import chunk_gated_delta_rule
+
+    o, _ = chunk_gated_delta_rule(q, k, v, g.float(), beta.to(q.dtype), scale=scale, output_final_state=False)
+    return o
+
+
+def causal_conv_silu(x: Tensor, weight: Tensor, backend: str) -> Tensor:
+    """Depthwise causal convolution then SiLU. x: [B, T, C]; weight: [C, 1, W] -> [B, T, C]."""
+    if backend == "fla":
+        from fla.modules.causal_conv1d import causal_conv1d
+
+        return causal_conv1d(x, weight.squeeze(1).to(x.dtype), activation="silu")[0]
+    width = weight.shape[-1]
+    y = F.conv1d(x.transpose(1, 2), weight.to(x.dtype), padding=width - 1, groups=x.shape[-1])
+    return F.silu(y[..., : x.shape[1]].transpose(1, 2))
+
+
+class GatedDeltaNet(nn.Module):
+    def __init__(self, dim: int, num_heads: int, key_dim: int, value_dim: int, conv_size: int, backend: str):
+        super().__init__()
+        self.num_heads, self.key_dim, self.value_dim = num_heads, key_dim, value_dim
+        self.backend = backend
+        key_width, value_width = num_heads * key_dim, num_heads * value_dim
+        self.q_proj = CastedLinear(dim, key_width, bias=False)
+        self.k_proj = CastedLinear(dim, key_width, bias=False)
+        self.v_proj = CastedLinear(dim, value_width, bias=False)
+        self.a_proj = CastedLinear(dim, num_heads, bias=False)  # decay input, per head
+        self.b_proj = CastedLinear(dim, num_heads, bias=False)  # write strength, per head
+        self.g_proj = CastedLinear(dim, value_width, bias=False)  # output gate
+        self.o_proj = CastedLinear(value_width, dim, bias=False)
+        self.o_proj._zero_init = True
+        # Depthwise causal convolutions, no bias; nn.Conv1d's default init (bound 1/sqrt(fan_in)).
+        self.q_conv = nn.Parameter(torch.empty(key_width, 1, conv_size).uniform_(-conv_size**-0.5, conv_size**-0.5))
+        self.k_conv = nn.Parameter(torch.empty(key_width, 1, conv_size).uniform_(-conv_size**-0.5, conv_size**-0.5))
+        self.v_conv = nn.Parameter(torch.empty(value_width, 1, conv_size).uniform_(-conv_size**-0.5, conv_size**-0.5))
+        # Mamba-style decay init: A ~ U[1, 16]; dt log-uniform in [1e-3, 1e-1], dt_bias = softplus^-1(dt).
+        self.A_log = nn.Parameter(torch.empty(num_heads, dtype=torch.float32).uniform_(1, 16).log())
+        dt = torch.exp(torch.empty(num_heads).uniform_(math.log(1e-3), math.log(1e-1))).clamp_min(1e-4)
+        self.dt_bias = nn.Parameter((dt + torch.log(-torch.expm1(-dt))).float())
+        self.o_norm_weight = nn.Parameter(torch.ones(value_dim, dtype=torch.float32))  # shared by all heads
+
+    def forward(self, x: Tensor) -> Tensor:
+        bsz, seq_len, _ = x.shape
+        heads = self.num_heads
+        q = causal_conv_silu(self.q_proj(x), self.q_conv, self.backend).view(bsz, seq_len, heads, self.key_dim)
+        k = causal_conv_silu(self.k_proj(x), self.k_conv, self.backend).view(bsz, seq_len, heads, self.key_dim)
+        v = causal_conv_silu(self.v_proj(x), self.v_conv, self.backend).view(bsz, seq_len, heads, self.value_dim)
+        q, k = l2_normalize(q), l2_normalize(k)
+        beta = 2.0 * torch.sigmoid(self.b_proj(x).float())  # [B, T, H] in (0, 2)
+        g = -self.A_log.exp() * F.softplus(self.a_proj(x).float() + self.dt_bias)  # [B, T, H] log-decay < 0
+        scale = self.key_dim**-0.5
+        if self.backend == "fla":
+            o = gated_delta_rule_fla(q, k, v, g, beta, scale)
+        else:
+            o = gated_delta_rule_chunked(q, k, v, g, beta, scale)
+        o = F.rms_norm(o.float(), (self.value_dim,), self.o_norm_weight, eps=GDN_NORM_EPS).to(x.dtype)
+        o = o * F.silu(self.g_proj(x).view(bsz, seq_len, heads, self.value_dim))  # [B, T, H, V]
+        return self.o_proj(o.reshape(bsz, seq_len, heads * self.value_dim))
+
+
+def make_mixer(h: Hyperparameters, layer_idx: int) -> nn.Module:
+    if layer_idx in h.gdn_layers:
+        head_dim = h.model_dim // h.num_heads
+        key_dim = round(h.gdn_head_dim_ratio * head_dim)
+        return GatedDeltaNet(h.model_dim, h.num_heads, key_dim, int(h.gdn_expand_v * key_dim), h.gdn_conv_size,
+                             gdn_backend_for(h))
+    return CausalSelfAttention(h.model_dim, h.num_heads, h.num_kv_heads, h.rope_base, h.qk_gain_init)
+
+
+def mixer_log_lines(h: Hyperparameters) -> list[str]:
+    head_dim = h.model_dim // h.num_heads
+    key_dim = round(h.gdn_head_dim_ratio * head_dim)
+    attn_layers = [i for i in range(h.num_layers) if i not in h.gdn_layers]
+    return [f"gdn_layers:{sorted(h.gdn_layers)} attn_layers:{attn_layers}",
+            f"gdn_backend:{gdn_backend_for(h)} gdn_heads:{h.num_heads} gdn_key_dim:{key_dim} "
+            f"gdn_value_dim:{int(h.gdn_expand_v * key_dim)} gdn_conv_size:{h.gdn_conv_size}"]
+
+
+def mixer_compile_fullgraph(h: Hyperparameters) -> bool:
+    # fla's kernels are opaque autograd Functions that dynamo cannot trace: compile around them.
+    return not (h.gdn_layers and gdn_backend_for(h) == "fla")
+
+
+# -----------------------------
+# MODEL
+# -----------------------------
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, mlp_mult: int, mixer: nn.Module):
+        super().__init__()
+        self.attn_norm = RMSNorm()
+        self.mlp_norm = RMSNorm()
+        self.attn = mixer
+        self.mlp = MLP(dim, mlp_mult)
+        self.attn_scale = nn.Parameter(torch.ones(dim, dtype=torch.float32))
+        self.mlp_scale = nn.Parameter(torch.ones(dim, dtype=torch.float32))
+        # Learned mix of the running residual with the block-0 input embedding x0.
+        self.resid_mix = nn.Parameter(torch.stack((torch.ones(dim), torch.zeros(dim))).float())
+
+    def forward(self, x: Tensor, x0: Tensor) -> Tensor:
+        mix = self.resid_mix.to(x.dtype)
+        x = mix[0][None, None, :] * x + mix[1][None, None, :] * x0
+        x = x + self.attn_scale.to(x.dtype)[None, None, :] * self.attn(self.attn_norm(x))
+        x = x + self.mlp_scale.to(x.dtype)[None, None, :] * self.mlp(self.mlp_norm(x))
+        return x
+
+
+class GPT(nn.Module):
+    def __init__(self, h: Hyperparameters):
+        super().__init__()
+        self.logit_softcap = h.logit_softcap
+        self.tok_emb = nn.Embedding(h.vocab_size, h.model_dim)
+        # U-Net: the first half of the blocks store their outputs, the second half add them back in reverse.
+        self.num_encoder_layers = h.num_layers // 2
+        self.num_decoder_layers = h.num_layers - self.num_encoder_layers
+        num_skips = min(self.num_encoder_layers, self.num_decoder_layers)
+        self.skip_weights = nn.Parameter(torch.ones(num_skips, h.model_dim, dtype=torch.float32))
+        self.blocks = nn.ModuleList([Block(h.model_dim, h.mlp_mult, make_mixer(h, i)) for i in range(h.num_layers)])
+        self.final_norm = RMSNorm()
+        nn.init.normal_(self.tok_emb.weight, mean=0.0, std=h.tied_embed_init_std)
+        for module in self.modules():
+            if isinstance(module, nn.Linear) and getattr(module, "_zero_init", False):
+                nn.init.zeros_(module.weight)
+
+    def forward(self, input_ids: Tensor, target_ids: Tensor) -> Tensor:
+        x = F.rms_norm(self.tok_emb(input_ids), (self.tok_emb.embedding_dim,))  # [B, T, D]
+        x0 = x
+        skips: list[Tensor] = []
+        for i in range(self.num_encoder_layers):
+            x = self.blocks[i](x, x0)
+            skips.append(x)
+        for i in range(self.num_decoder_layers):
+            if skips:
+                x = x + self.skip_weights[i].to(x.dtype)[None, None, :] * skips.pop()
+            x = self.blocks[self.num_encoder_layers + i](x, x0)
+        x = self.final_norm(x).reshape(-1, x.size(-1))  # [B*T, D]
+        logits = F.linear(x, self.tok_emb.weight.to(x.dtype))  # tied embeddings
+        logits = self.logit_softcap * torch.tanh(logits / self.logit_softcap)
+        return F.cross_entropy(logits.float(), target_ids.reshape(-1), reduction="mean")
+
+
+def restore_low_dim_params_to_fp32(model: nn.Module) -> None:
+    """After model.bfloat16(): vectors, gains, convolutions and control tensors stay fp32."""
+    for name, param in model.named_parameters():
+        if param.ndim != 2 or keeps_fp32(name):
+            param.data = param.data.float()
+
+
+def split_params_for_optimizers(model: GPT) -> tuple[list[Tensor], list[Tensor]]:
+    """Muon takes the blocks' 2-D matrices; Adam takes every other block tensor and the skip weights."""
+    matrix_params, scalar_params = [], []
+    for name, p in model.blocks.named_parameters():
+        if p.ndim == 2 and not keeps_fp32(name):
+            matrix_params.append(p)
+        else:
+            scalar_params.append(p)
+    scalar_params.append(model.skip_weights)
+    return matrix_params, scalar_params
+
+
+# -----------------------------
+# TRAINING
+# -----------------------------
+
+
+def choose_sdpa_backend(requested: str, head_dim: int, num_heads: int, num_kv_heads: int,
+                        device: torch.device) -> tuple[str, bool]:
+    """Enable exactly one SDPA backend and return it with whether KV heads must be expanded.
+
+    'auto' on Hopper prefers cuDNN (1.5-1.65x faster than FLASH at 8k-32k on the H100); each candidate
+    is tried on the real head shape so an unsupported one is skipped rather than failing mid-run.
+    """
+    if device.type != "cuda":
+        return "math" if requested == "auto" else requested, False
+    order = ["cudnn", "flash", "efficient", "math"] if requested == "auto" else [requested]
+    flags = {"cudnn": torch.backends.cuda.enable_cudnn_sdp, "flash": torch.backends.cuda.enable_flash_sdp,
+             "efficient": torch.backends.cuda.enable_mem_efficient_sdp, "math": torch.backends.cuda.enable_math_sdp}
+    errors = []
+    for backend in order:
+        for name, enable in flags.items():
+            enable(name == backend)
+        for expand_kv in ([False, True] if num_kv_heads != num_heads else [False]):
+            heads_kv = num_heads if expand_kv else num_kv_heads
+            q = torch.randn(1, num_heads, 256, head_dim, device=device, dtype=torch.bfloat16, requires_grad=True)
+            k = torch.randn(1, heads_kv, 256, head_dim, device=device, dtype=torch.bfloat16, requires_grad=True)
+            v = torch.randn_like(k, requires_grad=True)
+            try:
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=heads_kv != num_heads)
+                y.float().sum().backward()
+                torch.cuda.synchronize()
+                return backend, expand_kv
+            except RuntimeError as exc:
+                errors.append(f"{backend}(expand_kv={expand_kv}): {str(exc).splitlines()[0]}")
+    raise ConfigError(f"SDPA_BACKEND={requested}: no usable attention backend for head_dim={head_dim}: "
+                      + "; ".join(errors))
+
+
+def run_versions() -> list[str]:
+    lines = [f"python:{platform.python_version()} torch:{torch.__version__} numpy:{np.__version__} "
+             f"sentencepiece:{getattr(spm, '__version__', '?')}"]
+    for module_name in ("triton", "fla", "tilelang"):
+        try:
+            module = __import__(module_name)
+            lines.append(f"{module_name}:{getattr(module, '__version__', '?')}")
+        except Exception as exc:  # noqa: BLE001 - any import failure just means "not available"
+            lines.append(f"{module_name}:unavailable ({type(exc).__name__})")
+    if torch.cuda.is_available():
+        lines.append(f"cuda:{torch.version.cuda} device:{torch.cuda.get_device_name()} "
+                     f"capability:{torch.cuda.get_device_capability()}")
+        try:
+            smi = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=20).stdout
+            lines.extend(smi.rstrip().splitlines())
+        except (OSError, subprocess.SubprocessError):
+            lines.append("nvidia-smi: unavailable")
+    else:
+        lines.append(f"device:cpu threads:{torch.get_num_threads()}")
+    return lines
+
+
+def main() -> None:
+    code = Path(__file__).read_text(encoding="utf-8")
+    h = Hyperparameters()
+
+    # Distributed set-up: torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; plain python is one process.
+    distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    rank = int(os.environ.get("RANK", "0"))
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    master = rank == 0
+    use_cuda = torch.cuda.is_available()
+    device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    if distributed:
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", device_id=device if use_cuda else None)
+
+    # Everything that can be wrong is checked before a log file exists.
+    h.resolve(world_size)
+    train_files = find_shards(h.train_files, "training")
+    train_tokens_total = sum(read_shard_header(f) for f in train_files)
+    val_tokens = load_validation_tokens(h.val_files, h.train_seq_len)
+    if not Path(h.tokenizer_path).is_file():
+        raise ConfigError(f"TOKENIZER_PATH={h.tokenizer_path} does not exist: point it at the SentencePiece "
+                          f".model that made the shards in DATA_PATH")
+    sp = spm.SentencePieceProcessor(model_file=h.tokenizer_path)
+    if int(sp.vocab_size()) != h.vocab_size:
+        raise ConfigError(f"TOKENIZER_PATH={h.tokenizer_path} has vocab size {int(sp.vocab_size())} but "
+                          f"VOCAB_SIZE={h.vocab_size}: set VOCAB_SIZE to match the tokenizer")
+    log_path = Path(h.log_dir) / f"{h.run_id}.txt"
+    if log_path.exists():
+        raise ConfigError(f"{log_path} exists: RUN_ID={h.run_id} was already used; pick a new RUN_ID "
+                          f"(a run never appends to another run's log)")
+
+    logfile = None
+    if master:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        logfile = open(log_path, "x", encoding="utf-8")  # "x": fail rather than append to an existing log
+
+    def log0(msg: str, console: bool = True) -> None:
+        if not master:
+            return
+        if console:
+            print(msg, flush=True)
+        logfile.write(msg + "\n")
+        logfile.flush()
+
+    log0(code, console=False)
+    log0("=" * 100, console=False)
+    log0(f"run_id:{h.run_id} log:{log_path}")
+    for line in run_versions():
+        log0(line, console=False)
+    for line in h.as_log_lines():
+        log0(line, console=False)
+
+    torch.manual_seed(h.seed)
+    np.random.seed(h.seed)
+    if use_cuda:
+        torch.cuda.manual_seed_all(h.seed)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    head_dim = h.model_dim // h.num_heads
+    sdpa_backend, expand_kv = choose_sdpa_backend(h.sdpa_backend, head_dim, h.num_heads, h.num_kv_heads, device)
+    globals()["SDPA_EXPAND_KV"] = expand_kv
+    log0(f"sdpa_backend:{sdpa_backend} expand_kv:{expand_kv}")
+
+    # Model: bf16 activations on CUDA with fp32 master copies of the linear weights and small tensors.
+    base_model = GPT(h).to(device)
+    autocast_enabled = use_cuda
+    if use_cuda:
+        base_model = base_model.bfloat16()
+        for module in base_model.modules():
+            if isinstance(module, CastedLinear):
+                module.float()
+        restore_low_dim_params_to_fp32(base_model)
+    compiled = use_cuda and h.compile
+    model_core = torch.compile(base_model, dynamic=False, fullgraph=mixer_compile_fullgraph(h)) if compiled else base_model
+    model = DDP(model_core, device_ids=[local_rank] if use_cuda else None, broadcast_buffers=False) if distributed else model_core
+
+    matrix_params, scalar_params = split_params_for_optimizers(base_model)
+    adam_kwargs = dict(betas=(h.beta1, h.beta2), eps=h.adam_eps, fused=use_cuda)
+    optimizer_tok = torch.optim.Adam([{"params": [base_model.tok_emb.weight], "lr": h.tied_embed_lr,
+                                       "base_lr": h.tied_embed_lr}], **adam_kwargs)
+    optimizer_muon = Muon(matrix_params, lr=h.matrix_lr, momentum=h.muon_momentum, backend_steps=h.muon_backend_steps)
+    for group in optimizer_muon.param_groups:
+        group["base_lr"] = h.matrix_lr
+    optimizer_scalar = torch.optim.Adam([{"params": scalar_params, "lr": h.scalar_lr, "base_lr": h.scalar_lr}],
+                                        **adam_kwargs)
+    optimizers = [optimizer_tok, optimizer_muon, optimizer_scalar]
+
+    n_params = sum(p.numel() for p in base_model.parameters())
+    log0(f"model_params:{n_params}")
+    for line in mixer_log_lines(h):
+        log0(line)
+    log0(f"world_size:{world_size} grad_accum_steps:{h.grad_accum_steps} device:{device} compile:{compiled}")
+    log0(f"train_batch_tokens:{h.train_batch_tokens} train_seq_len:{h.train_seq_len} iterations:{h.iterations} "
+         f"warmup_steps:{h.warmup_steps} max_wallclock_seconds:{h.max_wallclock_seconds:.3f}")
+    log0(f"tied_embed_lr:{h.tied_embed_lr} matrix_lr:{h.matrix_lr} scalar_lr:{h.scalar_lr} "
+         f"muon_momentum:{h.muon_momentum} warmup_start:{h.muon_momentum_warmup_start} "
+         f"warmup_steps:{h.muon_momentum_warmup_steps} warmup_frac:{h.muon_momentum_warmup_frac} "
+         f"warmdown_iters:{h.warmdown_iters} warmdown_frac:{h.warmdown_frac}")
+    log0(f"train_shards:{len(train_files)} train_tokens:{train_tokens_total} val_tokens:{val_tokens.numel() - 1}")
+    log0(f"seed:{h.seed}")
+
+    luts = build_sentencepiece_luts(sp, h.vocab_size, device)
+    grad_scale = 1.0 / h.grad_accum_steps
+    max_wallclock_ms = 1000.0 * h.max_wallclock_seconds if h.max_wallclock_seconds > 0 else None
+
+    def sync() -> None:
+        if use_cuda:
+            torch.cuda.synchronize()
+
+    def zero_grad_all() -> None:
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+
+    def lr_multiplier(step: int, elapsed_ms: float) -> float:
+        """Linear warm-down to zero at the end of the run, in wall-clock when capped."""
+        if max_wallclock_ms is None:
+            warmdown = round(h.warmdown_frac * h.iterations) if h.warmdown_frac > 0 else h.warmdown_iters
+            if warmdown <= 0:
+                return 1.0
+            return min(1.0, max(h.iterations - step, 0) / warmdown)
+        if h.warmdown_frac > 0:
+            warmdown_ms = h.warmdown_frac * max_wallclock_ms
+        elif h.warmdown_iters > 0:
+            warmdown_ms = h.warmdown_iters * elapsed_ms / max(step, 1)  # steps -> ms at the measured pace
+        else:
+            return 1.0
+        remaining_ms = max(max_wallclock_ms - elapsed_ms, 0.0)
+        return min(1.0, remaining_ms / max(warmdown_ms, 1e-9))
+
+    def muon_momentum_at(step: int, elapsed_ms: float) -> float:
+        if h.muon_momentum_warmup_frac > 0 and max_wallclock_ms is not None:
+            frac = min(elapsed_ms / (h.muon_momentum_warmup_frac * max_wallclock_ms), 1.0)
+        elif h.muon_momentum_warmup_frac > 0:
+            frac = min(step / max(h.muon_momentum_warmup_frac * h.iterations, 1.0), 1.0)
+        elif h.muon_momentum_warmup_steps > 0:
+            frac = min(step / h.muon_momentum_warmup_steps, 1.0)
+        else:
+            frac = 1.0
+        return (1 - frac) * h.muon_momentum_warmup_start + frac * h.muon_momentum
+
+    def train_step(loader: DistributedTokenLoader, lr_scale: float, momentum: float) -> Tensor:
+        zero_grad_all()
+        train_loss = torch.zeros((), device=device)
+        for micro_step in range(h.grad_accum_steps):
+            if distributed:
+                model.require_backward_grad_sync = micro_step == h.grad_accum_steps - 1
+            x, y = loader.next_batch(h.train_batch_tokens, h.train_seq_len, h.grad_accum_steps)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast_enabled):
+                loss = model(x, y)
+            train_loss += loss.detach()
+            (loss * grad_scale).backward()
+        for group in optimizer_muon.param_groups:
+            group["momentum"] = momentum
+        for opt in optimizers:
+            for group in opt.param_groups:
+                group["lr"] = group["base_lr"] * lr_scale
+        if h.grad_clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(base_model.parameters(), h.grad_clip_norm)
+        for opt in optimizers:
+            opt.step()
+        zero_grad_all()
+        return train_loss / h.grad_accum_steps
+
+    # Warm-up: compile and autotune on real steps, then restore the initial weights and optimizer state
+    # so the timed run starts from step 0 exactly as if the warm-up never happened.
+    train_loader = DistributedTokenLoader(train_files, rank, world_size, device)
+    if h.warmup_steps > 0:
+        initial_model_state = {k: v.detach().clone() for k, v in base_model.state_dict().items()}
+        initial_optimizer_states = [copy.deepcopy(opt.state_dict()) for opt in optimizers]
+        warmup_t0 = time.perf_counter()
+        for warmup_step in range(h.warmup_steps):
+            train_step(train_loader, 1.0, h.muon_momentum_warmup_start)
+            if h.warmup_steps <= 20 or (warmup_step + 1) % 10 == 0 or warmup_step + 1 == h.warmup_steps:
+                log0(f"warmup_step:{warmup_step + 1}/{h.warmup_steps}")
+        sync()
+        log0(f"warmup_time:{1000.0 * (time.perf_counter() - warmup_t0):.0f}ms (excluded from train_time)")
+        base_model.load_state_dict(initial_model_state, strict=True)
+        for opt, state in zip(optimizers, initial_optimizer_states, strict=True):
+            opt.load_state_dict(state)
+        zero_grad_all()
+        train_loader = DistributedTokenLoader(train_files, rank, world_size, device)
+
+    training_time_ms = 0.0
+    stop_after_step: int | None = None
+    sync()
+    t0 = time.perf_counter()
+    step = 0
+    while True:
+        last_step = step == h.iterations or (stop_after_step is not None and step >= stop_after_step)
+        if last_step or (h.val_loss_every > 0 and step % h.val_loss_every == 0):
+            sync()
+            training_time_ms += 1000.0 * (time.perf_counter() - t0)
+            val_loss, val_bpb = eval_val(h, model, rank, world_size, device, val_tokens, luts, autocast_enabled)
+            log0(f"step:{step}/{h.iterations} val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f} "
+                 f"train_time:{training_time_ms:.0f}ms step_avg:{training_time_ms / max(step, 1):.2f}ms")
+            sync()
+            t0 = time.perf_counter()
+        if last_step:
+            if stop_after_step is not None and step < h.iterations:
+                log0(f"stopping_early: wallclock_cap train_time:{training_time_ms:.0f}ms step:{step}/{h.iterations}")
+            break
+        elapsed_ms = training_time_ms + 1000.0 * (time.perf_counter() - t0)
+        train_loss = train_step(train_loader, lr_multiplier(step, elapsed_ms), muon_momentum_at(step, elapsed_ms))
+        step += 1
+        approx_training_time_ms = training_time_ms + 1000.0 * (time.perf_counter() - t0)
+        if h.train_log_every > 0 and (step <= 10 or step % h.train_log_every == 0 or stop_after_step is not None):
+            log0(f"step:{step}/{h.iterations} train_loss:{train_loss.item():.4f} "
+                 f"train_time:{approx_training_time_ms:.0f}ms step_avg:{approx_training_time_ms / step:.2f}ms")
+        reached_cap = max_wallclock_ms is not None and approx_training_time_ms >= max_wallclock_ms
+        if distributed and max_wallclock_ms is not None:
+            cap_tensor = torch.tensor(int(reached_cap), device=device)
+            dist.all_reduce(cap_tensor, op=dist.ReduceOp.MAX)
+            reached_cap = bool(cap_tensor.item())
+        if stop_after_step is None and reached_cap:
+            stop_after_step = step
+
+    tokens_seen = train_loader.stream.tokens_taken
+    log0(f"train_tokens_seen:{tokens_seen} epochs:{tokens_seen / max(train_tokens_total, 1):.3f}")
+    if use_cuda:
+        log0(f"peak memory allocated: {torch.cuda.max_memory_allocated() // 1024 // 1024} MiB "
+             f"reserved: {torch.cuda.max_memory_reserved() // 1024 // 1024} MiB")
+
+    # Score the artifact that ships: int8 + zlib, written, read back, loaded into the model, evaluated.
+    code_bytes = len(code.encode("utf-8"))
+    if master:
+        raw_buffer = io.BytesIO()
+        torch.save(base_model.state_dict(), raw_buffer)
+        log0(f"Serialized model: {raw_buffer.tell()} bytes")
+        log0(f"Code size: {code_bytes} bytes")
+        blob = serialize_int8_zlib(base_model.state_dict())
+        artifact_path = Path(h.artifact_dir) / f"{h.run_id}.int8.ptz"
+        artifact_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp_path = artifact_path.with_suffix(".tmp")
+        tmp_path.write_bytes(blob)
+        tmp_path.replace(artifact_path)
+        log0(f"Serialized model int8+zlib: {len(blob)} bytes ({artifact_path})")
+        log0(f"Total submission size int8+zlib: {len(blob) + code_bytes} bytes")
+        log0(f"submission_limit:{SUBMISSION_BYTE_LIMIT} bytes_model:{len(blob)} bytes_code:{code_bytes} "
+             f"bytes_total:{len(blob) + code_bytes} within_limit:{len(blob) + code_bytes <= SUBMISSION_BYTE_LIMIT}")
+    if distributed:
+        dist.barrier()
+    blob = (Path(h.artifact_dir) / f"{h.run_id}.int8.ptz").read_bytes()
+    base_model.load_state_dict(deserialize_int8_zlib(blob), strict=True)
+    sync()
+    t_eval = time.perf_counter()
+    q_val_loss, q_val_bpb = eval_val(h, model, rank, world_size, device, val_tokens, luts, autocast_enabled)
+    sync()
+    log0(f"final_int8_zlib_roundtrip val_loss:{q_val_loss:.4f} val_bpb:{q_val_bpb:.4f} "
+         f"eval_time:{1000.0 * (time.perf_counter() - t_eval):.0f}ms")
+    log0(f"final_int8_zlib_roundtrip_exact val_loss:{q_val_loss:.8f} val_bpb:{q_val_bpb:.8f}")
+    if logfile is not None:
+        logfile.close()
+    if distributed:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(2)
