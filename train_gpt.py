@@ -822,6 +822,10 @@ def main() -> None:
                 module.float()
         restore_low_dim_params_to_fp32(base_model)
     compiled = use_cuda and h.compile
+    if compiled:
+        # Nine distinct blocks (and graph breaks around opaque kernels) each cost a compiled variant;
+        # the default limit of 8 silently drops the rest to eager mode.
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     model_core = torch.compile(base_model, dynamic=False, fullgraph=mixer_compile_fullgraph(h)) if compiled else base_model
     model = DDP(model_core, device_ids=[local_rank] if use_cuda else None, broadcast_buffers=False) if distributed else model_core
 
