@@ -869,6 +869,107 @@ def split_params_for_optimizers(model: GPT) -> tuple[list[Tensor], list[Tensor]]
 # -----------------------------
 
 
+def build_model(h: Hyperparameters, device: torch.device) -> tuple[GPT, nn.Module, bool]:
+    """The model, and the module to call: compiled on CUDA (unless COMPILE=0), the model itself elsewhere.
+
+    On CUDA the weights are bf16 except fp32 master copies of the linear weights and small tensors;
+    activations run under bf16 autocast. On CPU everything stays fp32.
+    """
+    base_model = GPT(h).to(device)
+    if device.type == "cuda":
+        base_model = base_model.bfloat16()
+        for module in base_model.modules():
+            if isinstance(module, CastedLinear):
+                module.float()
+        restore_low_dim_params_to_fp32(base_model)
+    compiled = device.type == "cuda" and h.compile
+    if not compiled:
+        return base_model, base_model, False
+    # Nine distinct blocks (and graph breaks around opaque kernels) each cost a compiled variant;
+    # the default limit of 8 silently drops the rest to eager mode.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    return base_model, torch.compile(base_model, dynamic=False, fullgraph=mixer_compile_fullgraph(h)), True
+
+
+def build_optimizers(h: Hyperparameters, base_model: GPT, fused: bool) -> list[torch.optim.Optimizer]:
+    """Adam for the tied embedding, Muon for block matrices, Adam for the rest; each group keeps base_lr."""
+    matrix_params, scalar_params = split_params_for_optimizers(base_model)
+    adam_kwargs = dict(betas=(h.beta1, h.beta2), eps=h.adam_eps, fused=fused)
+    optimizer_tok = torch.optim.Adam([{"params": [base_model.tok_emb.weight], "lr": h.tied_embed_lr,
+                                       "base_lr": h.tied_embed_lr}], **adam_kwargs)
+    optimizer_muon = Muon(matrix_params, lr=h.matrix_lr, momentum=h.muon_momentum, backend_steps=h.muon_backend_steps)
+    for group in optimizer_muon.param_groups:
+        group["base_lr"] = h.matrix_lr
+    optimizer_scalar = torch.optim.Adam([{"params": scalar_params, "lr": h.scalar_lr, "base_lr": h.scalar_lr}],
+                                        **adam_kwargs)
+    return [optimizer_tok, optimizer_muon, optimizer_scalar]
+
+
+def run_train_step(h: Hyperparameters, model: nn.Module, base_model: GPT, optimizers: list[torch.optim.Optimizer],
+                   next_batch, lr_scale: float, momentum: float, distributed: bool, autocast_enabled: bool) -> Tensor:
+    """One optimizer step over GRAD_ACCUM_STEPS micro-batches from next_batch(); returns the mean loss."""
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
+    train_loss = torch.zeros((), device=base_model.tok_emb.weight.device)
+    for micro_step in range(h.grad_accum_steps):
+        if distributed:
+            model.require_backward_grad_sync = micro_step == h.grad_accum_steps - 1  # all-reduce once per step
+        x, y = next_batch()
+        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=autocast_enabled):
+            loss = model(x, y)
+        train_loss += loss.detach()
+        (loss / h.grad_accum_steps).backward()
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["lr"] = group["base_lr"] * lr_scale
+            if "momentum" in group:
+                group["momentum"] = momentum  # Muon only
+    if h.grad_clip_norm > 0:
+        torch.nn.utils.clip_grad_norm_(base_model.parameters(), h.grad_clip_norm)
+    for opt in optimizers:
+        opt.step()
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
+    return train_loss / h.grad_accum_steps
+
+
+def lr_multiplier(h: Hyperparameters, step: int, elapsed_ms: float) -> float:
+    """LR scale: 1, then a linear warm-down to 0 at the end of the run, in wall-clock time when capped.
+
+    WARMDOWN_FRAC > 0: the last fraction of the budget (or of ITERATIONS when uncapped). Otherwise
+    WARMDOWN_ITERS steps, turned into milliseconds at the pace measured so far (the competition's rule).
+    """
+    max_ms = 1000.0 * h.max_wallclock_seconds
+    if max_ms <= 0:
+        warmdown = round(h.warmdown_frac * h.iterations) if h.warmdown_frac > 0 else h.warmdown_iters
+        return 1.0 if warmdown <= 0 else min(1.0, max(h.iterations - step, 0) / warmdown)
+    if h.warmdown_frac > 0:
+        warmdown_ms = h.warmdown_frac * max_ms
+    elif h.warmdown_iters > 0:
+        warmdown_ms = h.warmdown_iters * elapsed_ms / max(step, 1)
+    else:
+        return 1.0
+    return min(1.0, max(max_ms - elapsed_ms, 0.0) / max(warmdown_ms, 1e-9))
+
+
+def muon_momentum_at(h: Hyperparameters, step: int, elapsed_ms: float) -> float:
+    """Muon momentum, warmed up linearly from MUON_MOMENTUM_WARMUP_START to MUON_MOMENTUM.
+
+    MUON_MOMENTUM_WARMUP_FRAC > 0: over the first fraction of the budget (or of ITERATIONS when
+    uncapped); otherwise over MUON_MOMENTUM_WARMUP_STEPS steps.
+    """
+    max_ms = 1000.0 * h.max_wallclock_seconds
+    if h.muon_momentum_warmup_frac > 0 and max_ms > 0:
+        frac = min(elapsed_ms / (h.muon_momentum_warmup_frac * max_ms), 1.0)
+    elif h.muon_momentum_warmup_frac > 0:
+        frac = min(step / max(h.muon_momentum_warmup_frac * h.iterations, 1.0), 1.0)
+    elif h.muon_momentum_warmup_steps > 0:
+        frac = min(step / h.muon_momentum_warmup_steps, 1.0)
+    else:
+        frac = 1.0
+    return (1 - frac) * h.muon_momentum_warmup_start + frac * h.muon_momentum
+
+
 def choose_sdpa_backend(requested: str, head_dim: int, num_heads: int, num_kv_heads: int,
                         device: torch.device) -> tuple[str, bool]:
     """Enable exactly one SDPA backend and return it with whether KV heads must be expanded.
@@ -989,33 +1090,10 @@ def main() -> None:
     globals()["SDPA_EXPAND_KV"] = expand_kv
     log0(f"sdpa_backend:{sdpa_backend} expand_kv:{expand_kv}")
 
-    # Model: bf16 activations on CUDA with fp32 master copies of the linear weights and small tensors.
-    base_model = GPT(h).to(device)
+    base_model, model_core, compiled = build_model(h, device)
     autocast_enabled = use_cuda
-    if use_cuda:
-        base_model = base_model.bfloat16()
-        for module in base_model.modules():
-            if isinstance(module, CastedLinear):
-                module.float()
-        restore_low_dim_params_to_fp32(base_model)
-    compiled = use_cuda and h.compile
-    if compiled:
-        # Nine distinct blocks (and graph breaks around opaque kernels) each cost a compiled variant;
-        # the default limit of 8 silently drops the rest to eager mode.
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-    model_core = torch.compile(base_model, dynamic=False, fullgraph=mixer_compile_fullgraph(h)) if compiled else base_model
     model = DDP(model_core, device_ids=[local_rank] if use_cuda else None, broadcast_buffers=False) if distributed else model_core
-
-    matrix_params, scalar_params = split_params_for_optimizers(base_model)
-    adam_kwargs = dict(betas=(h.beta1, h.beta2), eps=h.adam_eps, fused=use_cuda)
-    optimizer_tok = torch.optim.Adam([{"params": [base_model.tok_emb.weight], "lr": h.tied_embed_lr,
-                                       "base_lr": h.tied_embed_lr}], **adam_kwargs)
-    optimizer_muon = Muon(matrix_params, lr=h.matrix_lr, momentum=h.muon_momentum, backend_steps=h.muon_backend_steps)
-    for group in optimizer_muon.param_groups:
-        group["base_lr"] = h.matrix_lr
-    optimizer_scalar = torch.optim.Adam([{"params": scalar_params, "lr": h.scalar_lr, "base_lr": h.scalar_lr}],
-                                        **adam_kwargs)
-    optimizers = [optimizer_tok, optimizer_muon, optimizer_scalar]
+    optimizers = build_optimizers(h, base_model, fused=use_cuda)
 
     n_params = sum(p.numel() for p in base_model.parameters())
     log0(f"model_params:{n_params}")
@@ -1032,66 +1110,16 @@ def main() -> None:
     log0(f"seed:{h.seed}")
 
     luts = build_sentencepiece_luts(sp, h.vocab_size, device)
-    grad_scale = 1.0 / h.grad_accum_steps
     max_wallclock_ms = 1000.0 * h.max_wallclock_seconds if h.max_wallclock_seconds > 0 else None
 
     def sync() -> None:
         if use_cuda:
             torch.cuda.synchronize()
 
-    def zero_grad_all() -> None:
-        for opt in optimizers:
-            opt.zero_grad(set_to_none=True)
-
-    def lr_multiplier(step: int, elapsed_ms: float) -> float:
-        """Linear warm-down to zero at the end of the run, in wall-clock when capped."""
-        if max_wallclock_ms is None:
-            warmdown = round(h.warmdown_frac * h.iterations) if h.warmdown_frac > 0 else h.warmdown_iters
-            if warmdown <= 0:
-                return 1.0
-            return min(1.0, max(h.iterations - step, 0) / warmdown)
-        if h.warmdown_frac > 0:
-            warmdown_ms = h.warmdown_frac * max_wallclock_ms
-        elif h.warmdown_iters > 0:
-            warmdown_ms = h.warmdown_iters * elapsed_ms / max(step, 1)  # steps -> ms at the measured pace
-        else:
-            return 1.0
-        remaining_ms = max(max_wallclock_ms - elapsed_ms, 0.0)
-        return min(1.0, remaining_ms / max(warmdown_ms, 1e-9))
-
-    def muon_momentum_at(step: int, elapsed_ms: float) -> float:
-        if h.muon_momentum_warmup_frac > 0 and max_wallclock_ms is not None:
-            frac = min(elapsed_ms / (h.muon_momentum_warmup_frac * max_wallclock_ms), 1.0)
-        elif h.muon_momentum_warmup_frac > 0:
-            frac = min(step / max(h.muon_momentum_warmup_frac * h.iterations, 1.0), 1.0)
-        elif h.muon_momentum_warmup_steps > 0:
-            frac = min(step / h.muon_momentum_warmup_steps, 1.0)
-        else:
-            frac = 1.0
-        return (1 - frac) * h.muon_momentum_warmup_start + frac * h.muon_momentum
-
     def train_step(loader: DistributedTokenLoader, lr_scale: float, momentum: float) -> Tensor:
-        zero_grad_all()
-        train_loss = torch.zeros((), device=device)
-        for micro_step in range(h.grad_accum_steps):
-            if distributed:
-                model.require_backward_grad_sync = micro_step == h.grad_accum_steps - 1
-            x, y = loader.next_batch(h.train_batch_tokens, h.train_seq_len, h.grad_accum_steps)
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=autocast_enabled):
-                loss = model(x, y)
-            train_loss += loss.detach()
-            (loss * grad_scale).backward()
-        for group in optimizer_muon.param_groups:
-            group["momentum"] = momentum
-        for opt in optimizers:
-            for group in opt.param_groups:
-                group["lr"] = group["base_lr"] * lr_scale
-        if h.grad_clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(base_model.parameters(), h.grad_clip_norm)
-        for opt in optimizers:
-            opt.step()
-        zero_grad_all()
-        return train_loss / h.grad_accum_steps
+        return run_train_step(h, model, base_model, optimizers,
+                              lambda: loader.next_batch(h.train_batch_tokens, h.train_seq_len, h.grad_accum_steps),
+                              lr_scale, momentum, distributed, autocast_enabled)
 
     # Warm-up: compile and autotune on real steps, then restore the initial weights and optimizer state
     # so the timed run starts from step 0 exactly as if the warm-up never happened.
@@ -1109,7 +1137,6 @@ def main() -> None:
         base_model.load_state_dict(initial_model_state, strict=True)
         for opt, state in zip(optimizers, initial_optimizer_states, strict=True):
             opt.load_state_dict(state)
-        zero_grad_all()
         train_loader = DistributedTokenLoader(train_files, rank, world_size, device)
 
     training_time_ms = 0.0
@@ -1132,7 +1159,7 @@ def main() -> None:
                 log0(f"stopping_early: wallclock_cap train_time:{training_time_ms:.0f}ms step:{step}/{h.iterations}")
             break
         elapsed_ms = training_time_ms + 1000.0 * (time.perf_counter() - t0)
-        train_loss = train_step(train_loader, lr_multiplier(step, elapsed_ms), muon_momentum_at(step, elapsed_ms))
+        train_loss = train_step(train_loader, lr_multiplier(h, step, elapsed_ms), muon_momentum_at(h, step, elapsed_ms))
         step += 1
         approx_training_time_ms = training_time_ms + 1000.0 * (time.perf_counter() - t0)
         if h.train_log_every > 0 and (step <= 10 or step % h.train_log_every == 0 or stop_after_step is not None):
