@@ -344,10 +344,11 @@ def quantize_tensor_int8(t: Tensor) -> tuple[Tensor, Tensor]:
     t32 = t.float()
     if t32.ndim == 2:
         clip = torch.quantile(t32.abs(), INT8_CLIP_QUANTILE, dim=1) if t32.numel() else t32.new_zeros(t32.shape[0])
-        scale = (clip / 127.0).clamp_min(1.0 / 127.0)
+        # Quantise with the fp16 scale that is stored, so dequantising is off by at most half a step.
+        scale = (clip / 127.0).clamp_min(1.0 / 127.0).to(torch.float16)
         clipped = torch.maximum(torch.minimum(t32, clip[:, None]), -clip[:, None])
-        q = torch.clamp(torch.round(clipped / scale[:, None]), -127, 127).to(torch.int8)
-        return q.contiguous(), scale.to(torch.float16).contiguous()
+        q = torch.clamp(torch.round(clipped / scale.float()[:, None]), -127, 127).to(torch.int8)
+        return q.contiguous(), scale.contiguous()
     clip = float(torch.quantile(t32.abs().flatten(), INT8_CLIP_QUANTILE)) if t32.numel() else 0.0
     scale = torch.tensor(clip / 127.0 if clip > 0 else 1.0, dtype=torch.float32)
     q = torch.clamp(torch.round(torch.clamp(t32, -clip, clip) / scale), -127, 127).to(torch.int8)
@@ -700,6 +701,7 @@ def gated_delta_rule_chunked(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: T
     return o.permute(0, 2, 3, 1, 4).reshape(bsz, n * c, heads, value_dim)[:, :seq_len].to(out_dtype)
 
 
+@torch.compiler.disable  # dynamo would trace into fla's Python wrappers and recompile them per layer
 def gated_delta_rule_fla(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor, scale: float) -> Tensor:
     """fla-core 0.6.0's chunked kernel. beta arrives as 2*sigmoid(b) already, so the kernel's own
     beta activation stays off (fla >= 0.5.1 rejects allow_neg_eigval without it)."""
@@ -709,12 +711,17 @@ def gated_delta_rule_fla(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tenso
     return o
 
 
+@torch.compiler.disable
+def causal_conv_silu_fla(x: Tensor, weight: Tensor) -> Tensor:
+    from fla.modules.causal_conv1d import causal_conv1d
+
+    return causal_conv1d(x, weight.squeeze(1).to(x.dtype), activation="silu")[0]
+
+
 def causal_conv_silu(x: Tensor, weight: Tensor, backend: str) -> Tensor:
     """Depthwise causal convolution then SiLU. x: [B, T, C]; weight: [C, 1, W] -> [B, T, C]."""
     if backend == "fla":
-        from fla.modules.causal_conv1d import causal_conv1d
-
-        return causal_conv1d(x, weight.squeeze(1).to(x.dtype), activation="silu")[0]
+        return causal_conv_silu_fla(x, weight)
     width = weight.shape[-1]
     y = F.conv1d(x.transpose(1, 2), weight.to(x.dtype), padding=width - 1, groups=x.shape[-1])
     return F.silu(y[..., : x.shape[1]].transpose(1, 2))
@@ -1163,6 +1170,9 @@ def main() -> None:
         step += 1
         approx_training_time_ms = training_time_ms + 1000.0 * (time.perf_counter() - t0)
         if h.train_log_every > 0 and (step <= 10 or step % h.train_log_every == 0 or stop_after_step is not None):
+            if distributed:  # every rank reaches this line: the condition depends on the step only
+                dist.all_reduce(train_loss, op=dist.ReduceOp.SUM)  # the global batch's loss, not rank 0's share
+                train_loss /= world_size  # (gloo has no AVG)
             log0(f"step:{step}/{h.iterations} train_loss:{train_loss.item():.4f} "
                  f"train_time:{approx_training_time_ms:.0f}ms step_avg:{approx_training_time_ms / step:.2f}ms")
         reached_cap = max_wallclock_ms is not None and approx_training_time_ms >= max_wallclock_ms

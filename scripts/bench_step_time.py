@@ -1,0 +1,763 @@
+#!/usr/bin/env python3
+"""Step-time benchmark of the baseline (train_gpt.py) and the GDN hybrid (train_gpt_gdn.py) by context length.
+
+For each model and context the real model and optimizers are built by the trainer's own code
+(Hyperparameters, choose_sdpa_backend, build_model, build_optimizers, run_train_step) with its
+default settings plus the published batch: TRAIN_BATCH_TOKENS 393,216 at contexts up to 16,384 and
+524,288 above (32,768), GRAD_ACCUM_STEPS from the trainer (8 on one GPU). Any other trainer setting
+comes in through --env KEY=VALUE (e.g. SDPA_BACKEND=flash, COMPILE=0, GRAD_ACCUM_STEPS=4); the
+shell's environment is NOT read, so a stray exported TRAIN_SEQ_LEN cannot leak in.
+
+Tokens are synthetic: one fixed, seeded random uint16 tensor (vocab 1024) on the CPU, cut into
+micro-batches and moved to the device the way the trainer's loader does (slice, int64, .to(device)).
+--warmup steps run untimed (compilation, autotuning); then --repeats blocks of --steps optimizer
+steps are each timed with torch.cuda.synchronize() + time.perf_counter() around the whole block;
+a block's ms/step is its time / --steps. Reported: the median over blocks and the min-max range.
+Peak memory is torch.cuda.max_memory_allocated() over the timed blocks (reset after the warm-up).
+
+Model FLOPs utilisation (CUDA only; '-' on CPU):
+    FLOPs/step = 6 * N_nonembed * B  +  6 * T^2 * d * L_attn * (B / T)
+  B = TRAIN_BATCH_TOKENS (tokens per optimizer step), T = TRAIN_SEQ_LEN, d = MODEL_DIM
+  (= query heads x head dim), L_attn = number of causal-attention layers, N_nonembed = all
+  parameters except the tied embedding.
+  - 6 * N_nonembed * B: every weight does one multiply-add (2 FLOPs) per token forward and two
+    backward (input and weight gradients), 2 + 4 = 6.
+  - Attention, per layer and sequence: forward QK^T is T*T*d multiply-adds = 2*T^2*d FLOPs, and AV
+    the same 2*T^2*d; causal masking halves both (2*T^2*d in all); backward costs twice the
+    forward, so x3: 6*T^2*d = 6 x 2 x T x T/2 x d. Grouped KV heads do not change it (the score
+    and value products run per query head). FlashAttention's recomputation in the backward pass is
+    not counted (model FLOPs, not hardware FLOPs).
+  - Left out (so the MFU is slightly conservative): the tied-embedding logit product (6*V*d per
+    token; ~3% of the non-attention FLOPs at V=1024, d=512), norms, RoPE, softmax, the optimizer.
+  - Hybrid: only its attention layers (3 and 7 by default) get the attention term. Its Gated
+    DeltaNet layers' projections are in N_nonembed; their chunked state work (chunk C=64, per head
+    about (4*C*K + 2*C*V + 6*K*V) FLOPs per token forward, x3 with backward: ~1.0 MFLOP per token
+    and layer at K=42, V=84, 8 heads; ~7% on top of the hybrid's 6*N term with 7 GDN layers) is left
+    out, as are the short causal convolutions.
+  MFU = FLOPs/step / (ms/step / 1000) / PEAK, PEAK = 989 TFLOP/s, the dense (no sparsity) bf16
+  tensor-core peak of the H100 SXM (the H200 has the same compute peak).
+
+Usage:
+  python3 scripts/bench_step_time.py [--models baseline,hybrid] [--contexts 4096,8192,16384,32768]
+      [--warmup 5] [--steps 10] [--repeats 3] [--env KEY=VALUE ...] [--out-json PATH] [--out-md PATH]
+      [--tiny] [--device auto|cpu|cuda]
+  python3 scripts/bench_step_time.py --regenerate-compute-md RESULTS.json [RESULTS.json ...] [--out-md PATH]
+
+--tiny shrinks the model (NUM_LAYERS=2, MODEL_DIM=64, NUM_HEADS=4, NUM_KV_HEADS=2; hybrid
+GDN_LAYERS=0, so one GDN and one attention layer), uses contexts 64,128 unless --contexts is given
+and batches of 2 micro-steps x 2 sequences, and runs on the CPU unless --device says otherwise: it
+tests the script's code paths in seconds. A configuration that fails (out of memory, say) is
+recorded with its error and the others still run; the exit status is 1 if any failed.
+
+--regenerate-compute-md rebuilds compute_experiment.md (the crossover probe: where the hybrid
+becomes faster per step than the baseline, ours against the published) from the given JSON files
+only; the output is deterministic (no clock, inputs sorted by path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import importlib.metadata
+import json
+import math
+import platform
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+SCHEMA = "bench_step_time/1"
+MODELS = {"baseline": "train_gpt", "hybrid": "train_gpt_gdn"}
+DEFAULT_CONTEXTS = [4096, 8192, 16384, 32768]
+TINY_CONTEXTS = [64, 128]
+TINY_ENV = {"NUM_LAYERS": "2", "MODEL_DIM": "64", "NUM_HEADS": "4", "NUM_KV_HEADS": "2"}
+TINY_HYBRID_ENV = {"GDN_LAYERS": "0"}
+TINY_GRAD_ACCUM, TINY_SEQS_PER_MICRO = 2, 2
+TOKEN_SEED = 20240520
+SYNTHETIC_VOCAB = 1024  # the trainers' default VOCAB_SIZE; a different VOCAB_SIZE via --env is used instead
+
+# Dense bf16 tensor-core peak of one H100 SXM (989.4 TFLOP/s without sparsity; the H200 has the same).
+PEAK_FLOPS = 989e12
+
+# Published ms/step of the long-context study: one H100 SXM, 8 micro-steps (GRAD_ACCUM_STEPS=8).
+PUBLISHED_MS = {
+    "baseline": {8192: 594.0, 16384: 952.0, 32768: 2202.0},
+    "hybrid": {8192: 757.0, 16384: 847.0, 32768: 1361.0},
+}
+PUBLISHED_GRAD_ACCUM = 8
+
+TABLE_HEADER = ["model", "context", "batch tokens", "micro-steps", "ms/step median", "min-max", "tokens/s",
+                "peak mem GiB", "MFU", "published ms/step", "ours/published"]
+
+FLOP_FORMULA_MD = (
+    "MFU = FLOPs per step / step time / 989 TFLOP/s (H100 SXM dense bf16 peak), with "
+    "FLOPs per step = 6 x N_nonembed x B + 6 x T^2 x d x L_attn x (B / T): B tokens per optimizer step, "
+    "T context, d model width, L_attn causal-attention layers (all 9 for the baseline, only the attention "
+    "layers of the hybrid), N_nonembed = parameters without the tied embedding. The attention term is "
+    "QK^T and AV (2 x T^2 x d FLOPs each forward), halved for causal masking, x3 for forward + backward. "
+    "Left out: the tied-embedding logit product, the hybrid's Gated DeltaNet chunked state work (~7% on top of its "
+    "6N term) and convolutions, norms, softmax, the optimizer; so the MFU is slightly conservative.")
+
+
+# -----------------------------
+# Settings
+# -----------------------------
+
+
+def parse_int_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of integers") from None
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r} must list positive integers")
+    return values
+
+
+def parse_env_overrides(items: list[str]) -> dict[str, str]:
+    env = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not re.fullmatch(r"[A-Z_][A-Z0-9_]*", key):
+            raise SystemExit(f"error: --env {item!r} must be KEY=VALUE with an upper-case trainer variable name")
+        env[key] = value
+    return env
+
+
+def published_batch_tokens(context: int) -> int:
+    """393,216 tokens per step up to 16,384 (24/48 sequences at 16k/8k), 524,288 above (16 sequences of 32k)."""
+    return 393_216 if context <= 16_384 else 524_288
+
+
+def config_env(model: str, context: int, tiny: bool, overrides: dict[str, str]) -> dict[str, str]:
+    """The trainer's env dict for one configuration: batch and context, tiny shrink, then --env on top."""
+    env = {"RUN_ID": "bench", "TRAIN_SEQ_LEN": str(context)}
+    if tiny:
+        env.update(TINY_ENV)
+        if model == "hybrid":
+            env.update(TINY_HYBRID_ENV)
+        accum = int(overrides.get("GRAD_ACCUM_STEPS", "0") or 0) or TINY_GRAD_ACCUM
+        env["GRAD_ACCUM_STEPS"] = str(accum)
+        env["TRAIN_BATCH_TOKENS"] = str(accum * TINY_SEQS_PER_MICRO * context)
+    else:
+        env["TRAIN_BATCH_TOKENS"] = str(published_batch_tokens(context))
+    env.update(overrides)
+    return env
+
+
+# -----------------------------
+# Environment record
+# -----------------------------
+
+
+def package_version(dist_names: list[str], module_name: str) -> str:
+    for name in dist_names:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    try:
+        module = importlib.import_module(module_name)
+        return str(getattr(module, "__version__", "?"))
+    except Exception:  # noqa: BLE001 - absent or broken: recorded as such
+        return "unavailable"
+
+
+def git_revision() -> str:
+    try:
+        proc = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
+        rev = proc.stdout.strip() if proc.returncode == 0 else ""
+        if not re.fullmatch(r"[0-9a-f]{40}", rev):
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return rev + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def environment_info(device: torch.device) -> dict:
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "triton": package_version(["triton", "pytorch-triton"], "triton"),
+        "fla": package_version(["fla-core", "flash-linear-attention"], "fla"),
+        "device_type": device.type,
+        "git": git_revision(),
+        "host": platform.node(),
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(device_name=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
+                    cudnn=str(torch.backends.cudnn.version()),
+                    capability=list(torch.cuda.get_device_capability(device)),
+                    gpu_memory_gib=round(props.total_memory / 2**30, 1), multiprocessors=props.multi_processor_count)
+    else:
+        info.update(device_name=f"cpu ({platform.processor() or platform.machine()}, "
+                                f"{torch.get_num_threads()} threads)")
+    return info
+
+
+# -----------------------------
+# One configuration
+# -----------------------------
+
+
+class SyntheticBatches:
+    """A fixed seeded uint16 token tensor on the CPU, cut into micro-batches like the trainer's loader."""
+
+    def __init__(self, vocab_size: int, micro_tokens: int, seq_len: int, device: torch.device,
+                 distinct_micro_batches: int, seed: int = TOKEN_SEED):
+        rng = np.random.default_rng(seed)
+        self.span = micro_tokens + 1  # one extra token for the shifted targets
+        self.count = distinct_micro_batches
+        pool = rng.integers(0, vocab_size, size=self.span * self.count, dtype=np.uint16)
+        self.tokens = torch.from_numpy(pool)
+        self.seq_len, self.device, self.index = seq_len, device, 0
+
+    def __call__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        start = (self.index % self.count) * self.span
+        self.index += 1
+        local = self.tokens[start : start + self.span].to(dtype=torch.int64)
+        x = local[:-1].reshape(-1, self.seq_len)
+        y = local[1:].reshape(-1, self.seq_len)
+        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+
+def model_flops_per_step(n_nonembed: int, batch_tokens: int, seq_len: int, model_dim: int, attn_layers: int) -> float:
+    """6 N B + 6 T^2 d L_attn (B/T): see the module docstring."""
+    sequences = batch_tokens / seq_len
+    return 6.0 * n_nonembed * batch_tokens + 6.0 * seq_len * seq_len * model_dim * attn_layers * sequences
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_config(model_name: str, context: int, env: dict[str, str], device: torch.device, warmup: int, steps: int,
+               repeats: int, record: dict, log) -> None:
+    """Build, warm up and time one configuration, filling `record` as it goes (so a failure keeps what was known)."""
+    trainer = importlib.import_module(MODELS[model_name])
+    h = trainer.Hyperparameters(env)
+    h.resolve(world_size=1)
+    micro_tokens = h.train_batch_tokens // h.grad_accum_steps
+    record.update(batch_tokens=h.train_batch_tokens, grad_accum_steps=h.grad_accum_steps,
+                  seqs_per_micro_step=micro_tokens // h.train_seq_len, model_dim=h.model_dim,
+                  num_layers=h.num_layers, mixer_lines=list(trainer.mixer_log_lines(h)))
+    use_cuda = device.type == "cuda"
+    torch.manual_seed(h.seed)
+    if use_cuda:
+        torch.cuda.manual_seed_all(h.seed)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    head_dim = h.model_dim // h.num_heads
+    backend, expand_kv = trainer.choose_sdpa_backend(h.sdpa_backend, head_dim, h.num_heads, h.num_kv_heads, device)
+    trainer.SDPA_EXPAND_KV = expand_kv
+    record.update(sdpa_backend=backend, expand_kv=expand_kv)
+
+    t_build = time.perf_counter()
+    base_model, model, compiled = trainer.build_model(h, device)
+    optimizers = trainer.build_optimizers(h, base_model, fused=use_cuda)
+    n_params = sum(p.numel() for p in base_model.parameters())
+    n_nonembed = n_params - base_model.tok_emb.weight.numel()
+    attn_layers = sum(isinstance(block.attn, trainer.CausalSelfAttention) for block in base_model.blocks)
+    flops = model_flops_per_step(n_nonembed, h.train_batch_tokens, h.train_seq_len, h.model_dim, attn_layers)
+    record.update(compile=compiled, n_params=n_params, n_nonembed_params=n_nonembed, attn_layers=attn_layers,
+                  flops_per_step=flops, build_s=round(time.perf_counter() - t_build, 3))
+    log(f"  built: params {n_params:,} (non-embedding {n_nonembed:,}), attention layers {attn_layers}, "
+        f"sdpa {backend} expand_kv {expand_kv}, compile {compiled}, batch {h.train_batch_tokens:,} tokens = "
+        f"{h.grad_accum_steps} x {micro_tokens // h.train_seq_len} x {h.train_seq_len}")
+    for line in record["mixer_lines"]:
+        log(f"  {line}")
+
+    next_batch = SyntheticBatches(h.vocab_size, micro_tokens, h.train_seq_len, device,
+                                  distinct_micro_batches=h.grad_accum_steps)
+    lr_scale, momentum = 1.0, h.muon_momentum
+
+    def step() -> torch.Tensor:
+        return trainer.run_train_step(h, model, base_model, optimizers, next_batch, lr_scale, momentum,
+                                      distributed=False, autocast_enabled=use_cuda)
+
+    t_warm = time.perf_counter()
+    for _ in range(warmup):
+        step()
+    sync(device)
+    record["warmup_s"] = round(time.perf_counter() - t_warm, 3)
+    log(f"  warm-up: {warmup} steps in {record['warmup_s']:.1f} s (compile/autotune, untimed)")
+
+    if use_cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    block_s = []
+    loss = None
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            loss = step()
+        sync(device)
+        block_s.append(time.perf_counter() - t0)
+        log(f"  block {len(block_s)}/{repeats}: {1000.0 * block_s[-1] / steps:.1f} ms/step")
+    record["block_s"] = block_s
+    record["block_ms_per_step"] = [1000.0 * s / steps for s in block_s]
+    if use_cuda:
+        record["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+        record["peak_reserved_gib"] = torch.cuda.max_memory_reserved(device) / 2**30
+    record["final_loss"] = float(loss.item()) if loss is not None else None
+    del model, base_model, optimizers
+
+
+def summarise(record: dict, tiny: bool) -> None:
+    """Median / range / throughput / MFU / published comparison from the raw block times."""
+    ms = record.get("block_ms_per_step") or []
+    if record.get("status") != "ok" or not ms:
+        return
+    median = statistics.median(ms)
+    record.update(ms_per_step_median=median, ms_per_step_min=min(ms), ms_per_step_max=max(ms),
+                  tokens_per_s=record["batch_tokens"] / (median / 1000.0))
+    record["mfu"] = (record["flops_per_step"] / (median / 1000.0) / PEAK_FLOPS
+                     if record["device_type"] == "cuda" else None)
+    published = None if tiny else PUBLISHED_MS.get(record["model"], {}).get(record["context"])
+    record["published_ms_per_step"] = published
+    record["ratio_vs_published"] = median / published if published else None
+
+
+def free_memory(device: torch.device) -> None:
+    gc.collect()
+    try:
+        torch._dynamo.reset()
+    except Exception:  # noqa: BLE001 - dynamo absent or broken: nothing compiled to reset
+        pass
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+# -----------------------------
+# Formatting
+# -----------------------------
+
+
+def fmt(value, spec: str, none: str = "-") -> str:
+    return none if value is None else format(value, spec)
+
+
+def table_row(r: dict, error_chars: int = 120) -> list[str]:
+    base = [r["model"], str(r["context"]), fmt(r.get("batch_tokens"), ","), fmt(r.get("grad_accum_steps"), "d")]
+    if r.get("status") != "ok":
+        error = (r.get("error") or "failed").splitlines()[0]
+        return base + [f"FAILED: {error[:error_chars]}"] + ["-"] * 4 + [fmt(r.get("published_ms_per_step"), ".0f"), "-"]
+    mfu = r.get("mfu")
+    return base + [
+        f"{r['ms_per_step_median']:.1f}",
+        f"{r['ms_per_step_min']:.1f}-{r['ms_per_step_max']:.1f}",
+        f"{r['tokens_per_s']:,.0f}",
+        fmt(r.get("peak_mem_gib"), ".2f"),
+        "-" if mfu is None else f"{100.0 * mfu:.1f}%",
+        fmt(r.get("published_ms_per_step"), ".0f"),
+        fmt(r.get("ratio_vs_published"), ".2f"),
+    ]
+
+
+def text_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines.extend("  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in rows)
+    return "\n".join(lines)
+
+
+def md_table(header: list[str], rows: list[list[str]]) -> str:
+    def esc(cell: str) -> str:
+        return str(cell).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines.extend("| " + " | ".join(esc(c) for c in row) + " |" for row in rows)
+    return "\n".join(lines)
+
+
+def bench_markdown(doc: dict) -> str:
+    env, settings = doc["environment"], doc["settings"]
+    rows = [table_row(r) for r in doc["results"]]
+    overrides = " ".join(f"{k}={v}" for k, v in sorted(settings["env_overrides"].items())) or "none"
+    details = []
+    for r in doc["results"]:
+        if r.get("sdpa_backend") is None:
+            continue
+        details.append(f"- {r['model']} @ {r['context']}: sdpa {r['sdpa_backend']} (expand_kv {r.get('expand_kv')}), "
+                       f"compile {r.get('compile')}, params {fmt(r.get('n_params'), ',')}, attention layers "
+                       f"{r.get('attn_layers')}; " + "; ".join(r.get("mixer_lines") or []))
+    out = [
+        "# Step-time benchmark",
+        "",
+        f"Command: `{doc['command']}`",
+        "",
+        f"Device: {env.get('device_name')}; torch {env.get('torch')}, triton {env.get('triton')}, "
+        f"fla {env.get('fla')}, CUDA {env.get('cuda', '-')}; git {env.get('git')}.",
+        f"Warm-up {settings['warmup']} steps (untimed), then {settings['repeats']} blocks of {settings['steps']} "
+        f"steps; ms/step = median over blocks (range min-max). Synthetic tokens (seed {TOKEN_SEED}). "
+        f"Env overrides: {overrides}. Tiny: {settings['tiny']}.",
+        "",
+        md_table(TABLE_HEADER, rows),
+        "",
+        f"Published ms/step: one H100 SXM, {PUBLISHED_GRAD_ACCUM} micro-steps. {FLOP_FORMULA_MD}",
+        "",
+        *details,
+        "",
+    ]
+    return "\n".join(out)
+
+
+# -----------------------------
+# Benchmark driver
+# -----------------------------
+
+
+def write_json(path: Path, doc: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1, sort_keys=False, default=str) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def run_benchmark(args: argparse.Namespace) -> int:
+    overrides = parse_env_overrides(args.env)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in models if m not in MODELS]
+    if unknown or not models:
+        raise SystemExit(f"error: --models {args.models!r}: choose from {','.join(MODELS)}")
+    contexts = args.contexts or (TINY_CONTEXTS if args.tiny else DEFAULT_CONTEXTS)
+    if args.device == "auto":
+        device = torch.device("cpu") if args.tiny or not torch.cuda.is_available() else torch.device("cuda", 0)
+    else:
+        device = torch.device(args.device, 0) if args.device == "cuda" else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    elif args.tiny:
+        torch.set_num_threads(1)  # tiny matrices gain nothing from threads; on a busy CPU they cost ~10x
+    if args.warmup < 0 or args.steps < 1 or args.repeats < 1:
+        raise SystemExit("error: --warmup must be >= 0, --steps and --repeats >= 1")
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    doc = {
+        "schema": SCHEMA,
+        "command": shlex.join(["python3", "scripts/bench_step_time.py", *args.argv]),
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "environment": environment_info(device),
+        "settings": {"models": models, "contexts": contexts, "warmup": args.warmup, "steps": args.steps,
+                     "repeats": args.repeats, "env_overrides": overrides, "tiny": args.tiny,
+                     "token_seed": TOKEN_SEED, "peak_flops": PEAK_FLOPS, "timer": "perf_counter+synchronize"},
+        "flop_formula": FLOP_FORMULA_MD,
+        "results": [],
+    }
+    env_info = doc["environment"]
+    log(f"device: {env_info['device_name']}  torch {env_info['torch']}  triton {env_info['triton']}  "
+        f"fla {env_info['fla']}  cuda {env_info.get('cuda', '-')}  git {env_info['git']}")
+    log(f"env overrides: {overrides or 'none'}  tiny: {args.tiny}  warmup {args.warmup}  "
+        f"{args.repeats} x {args.steps} timed steps")
+
+    configs = [(m, c) for m in models for c in contexts]
+    for i, (model_name, context) in enumerate(configs, 1):
+        env = config_env(model_name, context, args.tiny, overrides)
+        record = {"model": model_name, "trainer": MODELS[model_name] + ".py", "context": context,
+                  "device_type": device.type, "env": env, "status": "running"}
+        log(f"[{i}/{len(configs)}] {model_name} context {context}")
+        try:
+            run_config(model_name, context, env, device, args.warmup, args.steps, args.repeats, record, log)
+            record["status"] = "ok"
+        except Exception as exc:  # noqa: BLE001 - one failing configuration must not stop the others
+            record["status"] = "failed"
+            record["error"] = f"{type(exc).__name__}: {exc}".strip()
+            record["traceback"] = traceback.format_exc()[-4000:]
+            log(f"  FAILED: {record['error'].splitlines()[0][:300]}")
+        # The exception (and its frames holding the model) is gone here; now memory can really be freed.
+        free_memory(device)
+        summarise(record, args.tiny)
+        doc["results"].append(record)
+        if args.out_json:
+            write_json(Path(args.out_json), doc)
+
+    log("")
+    log(text_table(TABLE_HEADER, [table_row(r, error_chars=60) for r in doc["results"]]))
+    log("")
+    log(f"published: one H100 SXM, {PUBLISHED_GRAD_ACCUM} micro-steps. MFU peak {PEAK_FLOPS / 1e12:.0f} TFLOP/s.")
+    for r in doc["results"]:
+        if r.get("sdpa_backend") is not None:
+            log(f"{r['model']} @ {r['context']}: sdpa {r['sdpa_backend']} expand_kv {r.get('expand_kv')} "
+                f"compile {r.get('compile')} | " + " | ".join(r.get("mixer_lines") or []))
+    if args.out_json:
+        write_json(Path(args.out_json), doc)
+        log(f"wrote {args.out_json}")
+    if args.out_md:
+        path = Path(args.out_md)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(bench_markdown(doc), encoding="utf-8")
+        log(f"wrote {args.out_md}")
+    failed = [r for r in doc["results"] if r["status"] != "ok"]
+    if failed:
+        log(f"{len(failed)} of {len(configs)} configurations failed: "
+            + ", ".join(f"{r['model']}@{r['context']}" for r in failed))
+        return 1
+    return 0
+
+
+# -----------------------------
+# compute_experiment.md: the crossover probe, from the JSON files only
+# -----------------------------
+
+
+def display_path(path: Path) -> str:
+    resolved = path.resolve()
+    try:
+        return resolved.relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return resolved.as_posix()
+
+
+def crossover(ms_by_context: dict[int, tuple[float, float]]) -> tuple[int | None, int | None, bool]:
+    """(first context from which the hybrid is faster at it and every larger context, the largest context
+    below it where the hybrid is slower or equal, whether the comparison flips more than once).
+
+    ms_by_context maps context -> (baseline ms/step, hybrid ms/step), for contexts with both measured.
+    """
+    contexts = sorted(ms_by_context)
+    faster = [ms_by_context[c][1] < ms_by_context[c][0] for c in contexts]
+    first = None
+    for i in range(len(contexts) - 1, -1, -1):
+        if not faster[i]:
+            break
+        first = contexts[i]
+    last_slower = None
+    for c, f in zip(contexts, faster):
+        if not f and (first is None or c < first):
+            last_slower = c
+    flips = sum(1 for a, b in zip(faster, faster[1:]) if a != b)
+    return first, last_slower, flips > 1
+
+
+def describe_crossover(first: int | None, last_slower: int | None, non_monotone: bool, measured: list[int]) -> str:
+    if not measured:
+        return "no context with both models measured"
+    if first is None:
+        text = f"the hybrid is not faster per step at the largest context measured ({max(measured)})"
+    elif last_slower is None:
+        text = f"the hybrid is faster per step at every context measured (from {first} on)"
+    else:
+        text = f"the hybrid is faster per step from {first} on (slower at {last_slower})"
+    if non_monotone:
+        text += "; the order flips more than once across contexts"
+    return text
+
+
+def load_results(paths: list[Path]) -> list[dict]:
+    docs = []
+    for path in sorted({display_path(p): p for p in paths}.values(), key=display_path):  # each file once
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if doc.get("schema") != SCHEMA:
+            raise SystemExit(f"error: {path} is not a {SCHEMA} file (schema {doc.get('schema')!r})")
+        doc["_path"] = display_path(path)
+        docs.append(doc)
+    return docs
+
+
+def setup_key(doc: dict) -> tuple:
+    env, settings = doc.get("environment", {}), doc.get("settings", {})
+    overrides = tuple(sorted((settings.get("env_overrides") or {}).items()))
+    return (str(env.get("device_name", "?")), str(env.get("torch", "?")), bool(settings.get("tiny", False)), overrides)
+
+
+def pooled(results: list[dict]) -> dict | None:
+    """Median and range over the blocks of every ok run of one (model, context) in one setup."""
+    blocks = [ms for r in results if r.get("status") == "ok" for ms in (r.get("block_ms_per_step") or [])]
+    if not blocks:
+        return None
+    return {"median": statistics.median(blocks), "min": min(blocks), "max": max(blocks),
+            "runs": sum(1 for r in results if r.get("status") == "ok"), "blocks": len(blocks)}
+
+
+def ms_cell(stats: dict | None, failed: bool = False) -> str:
+    if stats is None:
+        return "failed" if failed else "-"
+    runs = f", {stats['runs']} runs" if stats["runs"] > 1 else ""
+    return f"{stats['median']:.1f} ({stats['min']:.1f}-{stats['max']:.1f}{runs})"
+
+
+def compute_markdown(docs: list[dict], out_display: str) -> str:
+    sources = [d["_path"] for d in docs]
+    published_first, published_last_slower, published_flips = crossover(
+        {c: (PUBLISHED_MS["baseline"][c], PUBLISHED_MS["hybrid"][c])
+         for c in PUBLISHED_MS["baseline"] if c in PUBLISHED_MS["hybrid"]})
+    published_text = describe_crossover(published_first, published_last_slower, published_flips,
+                                        sorted(PUBLISHED_MS["baseline"]))
+    lines = [
+        "# Compute experiment: step time by context, baseline vs hybrid (the crossover probe)",
+        "",
+        "<!-- Generated by scripts/bench_step_time.py --regenerate-compute-md from the JSON files listed below;",
+        "     do not edit by hand. -->",
+        "",
+        "Question: at which context length does the Gated-DeltaNet hybrid (train_gpt_gdn.py) become faster per",
+        "optimizer step than the full-attention baseline (train_gpt.py)? Published (one H100 SXM, 8 micro-steps): "
+        f"{published_text}.",
+        "",
+        "## How to regenerate",
+        "",
+        "1. Measure (one GPU; each command writes one JSON of raw block times, commit it under "
+        "`logs_experiment/bench/`). The commands that made the files used here:",
+        "",
+        "```bash",
+        *[d.get("command", "(command not recorded)") for d in docs],
+        "```",
+        "",
+        "2. Rebuild this file from those JSON files alone (deterministic: same files, same bytes):",
+        "",
+        "```bash",
+        shlex.join(["python3", "scripts/bench_step_time.py", "--regenerate-compute-md", *sources,
+                    "--out-md", out_display]),
+        "```",
+        "",
+        "Step time: each run times `repeats` blocks of `steps` optimizer steps after an untimed warm-up; a cell "
+        "is the median ms/step over all blocks of all runs of that setup (min-max over blocks in brackets). "
+        "Published ms/step: the long-context study's logs, one H100 SXM, 8 micro-steps. "
+        "Published batch: 393,216 tokens per step up to 16,384, 524,288 at 32,768.",
+        "",
+    ]
+    groups: dict[tuple, list[dict]] = {}
+    for doc in docs:
+        groups.setdefault(setup_key(doc), []).append(doc)
+    for key in sorted(groups, key=lambda k: (k[0], k[1], k[2], k[3])):
+        group = groups[key]
+        device_name, torch_version, tiny, overrides = key
+        results = [r for d in group for r in d.get("results", [])]
+        by = {}
+        for r in results:
+            by.setdefault((r.get("model"), int(r.get("context", 0))), []).append(r)
+        contexts = sorted({c for (_, c) in by} | (set() if tiny else set(PUBLISHED_MS["baseline"])))
+        details = sorted({f"{r.get('model')}: sdpa {r.get('sdpa_backend')}, compile {r.get('compile')}, "
+                          f"micro-steps {r.get('grad_accum_steps')}" for r in results if r.get("status") == "ok"})
+        setting_text = " ".join(f"{k}={v}" for k, v in overrides) or "trainer defaults"
+        lines += [
+            f"## {device_name}, torch {torch_version}, settings: {setting_text}" + (" (tiny model)" if tiny else ""),
+            "",
+            "Sources: " + ", ".join(f"`{d['_path']}`" for d in group) + ".",
+            "Kernels: " + ("; ".join(details) if details else "none measured") + ".",
+            "",
+        ]
+        header = ["context", "batch tokens", "baseline ms/step (ours)", "baseline published",
+                  "hybrid ms/step (ours)", "hybrid published", "hybrid/baseline (ours)",
+                  "hybrid/baseline (published)", "faster per step (ours)", "faster (published)"]
+        rows, ours_pairs = [], {}
+        for c in contexts:
+            stats = {m: pooled(by.get((m, c), [])) for m in MODELS}
+            failed = {m: any(r.get("status") != "ok" for r in by.get((m, c), [])) for m in MODELS}
+            batches = sorted({r.get("batch_tokens") for m in MODELS for r in by.get((m, c), [])
+                              if r.get("batch_tokens")})
+            pub = {m: (None if tiny else PUBLISHED_MS[m].get(c)) for m in MODELS}
+            b, hy = stats["baseline"], stats["hybrid"]
+            ours_ratio = ours_faster = "-"
+            if b and hy:
+                ours_pairs[c] = (b["median"], hy["median"])
+                ours_ratio = f"{hy['median'] / b['median']:.2f}"
+                ours_faster = "hybrid" if hy["median"] < b["median"] else "baseline"
+                if hy["min"] <= b["max"] and b["min"] <= hy["max"]:
+                    ours_faster += " (ranges overlap)"
+            pub_ratio = pub_faster = "-"
+            if pub["baseline"] and pub["hybrid"]:
+                pub_ratio = f"{pub['hybrid'] / pub['baseline']:.2f}"
+                pub_faster = "hybrid" if pub["hybrid"] < pub["baseline"] else "baseline"
+            if not batches and not tiny:
+                batches = [published_batch_tokens(c)]
+            rows.append([str(c), ", ".join(f"{bt:,}" for bt in batches) or "-",
+                         ms_cell(b, failed["baseline"]), fmt(pub["baseline"], ".0f"),
+                         ms_cell(hy, failed["hybrid"]), fmt(pub["hybrid"], ".0f"),
+                         ours_ratio, pub_ratio, ours_faster, pub_faster])
+        first, last_slower, flips = crossover(ours_pairs)
+        ours_text = describe_crossover(first, last_slower, flips, sorted(ours_pairs))
+        if tiny:
+            verdict = "Tiny-model run: a code-path check, not comparable with the published numbers."
+        elif not ours_pairs:
+            verdict = "No context has both models measured: no crossover can be read."
+        elif first is not None and first == published_first:
+            verdict = f"Ours agrees with the published crossover: the hybrid is faster per step from {first} on."
+        else:
+            ours_at = "never within the measured contexts" if first is None else f"from {first} on"
+            verdict = (f"Ours differs from the published crossover: hybrid faster per step {ours_at}, "
+                       f"published from {published_first} on.")
+        lines += [
+            md_table(header, rows),
+            "",
+            f"Crossover (ours): {ours_text}.",
+            f"Crossover (published): {published_text}.",
+            "",
+            f"**{verdict}**",
+            "",
+        ]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def regenerate_compute_md(json_paths: list[str], out_path: str | None) -> int:
+    paths = [Path(p) for p in json_paths]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise SystemExit(f"error: no such results file: {', '.join(missing)}")
+    out = Path(out_path) if out_path else REPO_ROOT / "compute_experiment.md"
+    text = compute_markdown(load_results(paths), display_path(out))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(text.encode("utf-8"))
+    print(f"wrote {out}")
+    return 0
+
+
+# -----------------------------
+# CLI
+# -----------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Step time of train_gpt.py / train_gpt_gdn.py by context length.",
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("Usage:")[0])
+    p.add_argument("--models", default="baseline,hybrid", help="comma-separated: baseline, hybrid")
+    p.add_argument("--contexts", type=parse_int_list, default=None,
+                   help="comma-separated context lengths (default 4096,8192,16384,32768; tiny: 64,128)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps first (compile, autotune)")
+    p.add_argument("--steps", type=int, default=10, help="optimizer steps per timed block")
+    p.add_argument("--repeats", type=int, default=3, help="timed blocks")
+    p.add_argument("--env", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="trainer settings on top of the defaults, e.g. SDPA_BACKEND=flash COMPILE=0")
+    p.add_argument("--out-json", help="write every result, raw block times included, as JSON")
+    p.add_argument("--out-md", help="write the Markdown table (with --regenerate-compute-md: the output path, "
+                                    "default compute_experiment.md at the repository root)")
+    p.add_argument("--tiny", action="store_true", help="tiny model and contexts: a CPU check of the code paths")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto: CUDA when available (CPU with --tiny)")
+    p.add_argument("--regenerate-compute-md", nargs="+", metavar="RESULTS.json",
+                   help="write compute_experiment.md from these JSON files only, then exit")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    if args.regenerate_compute_md:
+        return regenerate_compute_md(args.regenerate_compute_md, args.out_md)
+    return run_benchmark(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""scripts/bench_step_time.py on the CPU: the --tiny benchmark end to end, and --regenerate-compute-md.
+
+The tiny run builds both trainers' real models and optimizers (shrunk) and times real steps, so every
+code path of the GPU benchmark except CUDA timing/memory runs here; it takes a few seconds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "bench_step_time.py"
+CONTEXTS = [32, 64]
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench_step_time", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_script(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_tiny_benchmark_both_models(tmp_path):
+    out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
+    proc = run_script("--tiny", "--models", "baseline,hybrid", "--contexts", ",".join(map(str, CONTEXTS)),
+                      "--warmup", "1", "--steps", "2", "--repeats", "2",
+                      "--out-json", str(out_json), "--out-md", str(out_md))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    doc = json.loads(out_json.read_text())
+    assert doc["schema"] == "bench_step_time/1"
+    assert doc["settings"]["tiny"] is True and doc["settings"]["steps"] == 2
+    for key in ("torch", "triton", "fla", "device_name"):
+        assert key in doc["environment"]
+    got = {(r["model"], r["context"]): r for r in doc["results"]}
+    assert set(got) == {(m, c) for m in ("baseline", "hybrid") for c in CONTEXTS}
+    for (model, context), r in got.items():
+        assert r["status"] == "ok", r.get("error")
+        assert len(r["block_s"]) == 2 and all(t > 0 for t in r["block_s"])
+        assert len(r["block_ms_per_step"]) == 2 and all(ms > 0 for ms in r["block_ms_per_step"])
+        assert r["ms_per_step_min"] <= r["ms_per_step_median"] <= r["ms_per_step_max"]
+        assert r["tokens_per_s"] > 0 and r["flops_per_step"] > 0
+        assert r["mfu"] is None and r["published_ms_per_step"] is None  # CPU, tiny model
+        assert r["grad_accum_steps"] == 2 and r["batch_tokens"] == 2 * 2 * context
+        assert r["sdpa_backend"] == "math" and r["compile"] is False
+        assert r["mixer_lines"]
+    assert got[("baseline", 32)]["attn_layers"] == 2
+    assert got[("hybrid", 32)]["attn_layers"] == 1  # GDN_LAYERS=0: block 0 is Gated DeltaNet
+    assert "gdn_layers:[0]" in got[("hybrid", 32)]["mixer_lines"][0]
+
+    md = out_md.read_text()
+    assert ("| model | context | batch tokens | micro-steps | ms/step median | min-max | tokens/s | peak mem GiB "
+            "| MFU | published ms/step | ours/published |") in md
+    for model in ("baseline", "hybrid"):
+        for context in CONTEXTS:
+            assert f"| {model} | {context} | {2 * 2 * context:,} | 2 | " in md
+    assert "6 x N_nonembed" in md
+
+
+def test_failed_configuration_is_recorded_and_others_run(tmp_path):
+    out_json = tmp_path / "bench.json"
+    # GDN_LAYERS=5 is invalid for the 2-layer tiny hybrid; the baseline ignores it.
+    proc = run_script("--tiny", "--contexts", "32", "--warmup", "0", "--steps", "1", "--repeats", "1",
+                      "--env", "GDN_LAYERS=5", "--out-json", str(out_json))
+    assert proc.returncode == 1
+    results = {r["model"]: r for r in json.loads(out_json.read_text())["results"]}
+    assert results["baseline"]["status"] == "ok" and results["baseline"]["ms_per_step_median"] > 0
+    assert results["hybrid"]["status"] == "failed" and "GDN_LAYERS" in results["hybrid"]["error"]
+
+
+def fake_results(device: str, ms: dict[str, dict[int, list[float]]], overrides: dict | None = None) -> dict:
+    results = []
+    for model, by_context in ms.items():
+        for context, blocks in by_context.items():
+            results.append({"model": model, "context": context, "status": "ok",
+                            "batch_tokens": 393_216 if context <= 16_384 else 524_288, "grad_accum_steps": 8,
+                            "sdpa_backend": "cudnn", "compile": True, "block_ms_per_step": blocks})
+    return {"schema": "bench_step_time/1",
+            "command": "python3 scripts/bench_step_time.py --out-json x.json",
+            "environment": {"device_name": device, "torch": "2.11.0"},
+            "settings": {"tiny": False, "env_overrides": overrides or {}},
+            "results": results}
+
+
+def regenerate(tmp_path, files: list[Path], name: str) -> str:
+    out = tmp_path / name
+    proc = run_script("--regenerate-compute-md", *map(str, files), "--out-md", str(out), timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out.read_bytes().decode("utf-8")
+
+
+def test_regenerate_compute_md_crossover_and_determinism(tmp_path):
+    # Hybrid slower at 4096 and 8192, faster from 16384 on: the published crossover.
+    agree = fake_results("NVIDIA H100 80GB HBM3", {
+        "baseline": {4096: [400, 410, 405], 8192: [600, 590, 610], 16384: [950, 960, 940], 32768: [2200, 2210, 2190]},
+        "hybrid": {4096: [700, 705, 710], 8192: [760, 750, 770], 16384: [850, 840, 860], 32768: [1360, 1370, 1350]},
+    })
+    # Another setup (flash kernels) where the hybrid only wins at 32768.
+    later = fake_results("NVIDIA H100 80GB HBM3", {
+        "baseline": {8192: [500, 500], 16384: [800, 810], 32768: [2000, 2000]},
+        "hybrid": {8192: [760, 760], 16384: [850, 850], 32768: [1400, 1400]},
+    }, overrides={"SDPA_BACKEND": "flash"})
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(agree))
+    b.write_text(json.dumps(later))
+
+    first = regenerate(tmp_path, [b, a], "compute_experiment.md")
+    second = regenerate(tmp_path, [a, b], "compute_experiment.md")
+    assert first == second  # byte-identical, whatever the order of the files
+
+    assert "## How to regenerate" in first and "--regenerate-compute-md" in first
+    assert "Crossover (published): the hybrid is faster per step from 16384 on (slower at 8192)." in first
+    default_section, flash_section = first.split("settings: trainer defaults")[1].split("settings: SDPA_BACKEND=flash")
+    assert "Crossover (ours): the hybrid is faster per step from 16384 on (slower at 8192)." in default_section
+    assert "Ours agrees with the published crossover" in default_section
+    assert "| 8192 | 393,216 | 600.0 (590.0-610.0) | 594 | 760.0 (750.0-770.0) | 757 |" in default_section
+    assert "Crossover (ours): the hybrid is faster per step from 32768 on (slower at 16384)." in flash_section
+    assert "Ours differs from the published crossover" in flash_section
+
+
+def test_crossover_and_flops_helpers():
+    bench = load_bench()
+    assert bench.crossover({8192: (594, 757), 16384: (952, 847), 32768: (2202, 1361)}) == (16384, 8192, False)
+    assert bench.crossover({4096: (1, 2), 8192: (2, 3)}) == (None, 8192, False)
+    assert bench.crossover({4096: (2, 1), 8192: (3, 2)}) == (4096, None, False)
+    assert bench.crossover({4096: (2, 1), 8192: (2, 3), 16384: (3, 2)}) == (16384, 8192, True)
+    # 6 N B + 6 T^2 d L (B/T): N=10, B=100, T=10, d=4, L=2 -> 6000 + 6*100*4*2*10.
+    assert bench.model_flops_per_step(10, 100, 10, 4, 2) == pytest.approx(6000 + 48000)
+    assert bench.published_batch_tokens(16384) == 393_216 and bench.published_batch_tokens(32768) == 524_288
