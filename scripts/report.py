@@ -1,0 +1,722 @@
+#!/usr/bin/env python3
+"""Results of the long-context study (issue 5), regenerated from the trainers' logs only.
+
+    python3 scripts/report.py                       # logs_experiment/ -> README.md, figures/, submission.json
+    python3 scripts/report.py --logs DIR --readme R.md --plots-dir D --submission S.json --headline-context 512
+
+Reads every *.txt log in --logs (written by train_gpt.py / train_gpt_gdn.py: the trainer's source,
+a line of 100 '=', then the run's lines; only the part after the separator is parsed) and writes:
+
+* the Markdown results section of --readme, between the markers <!-- report:begin --> and
+  <!-- report:end --> (appended at the end, markers included, when absent; nothing outside the
+  markers is touched);
+* two PNG plots in --plots-dir: val_bpb_vs_time.png (one panel per context, one line per run) and
+  ms_per_step_vs_context.png (both models);
+* --submission, the competition's submission.json for the hybrid at --headline-context.
+
+The tables are also printed to stdout. The same logs give byte-identical outputs: nothing depends on
+the current time, the file order on disk or the machine. Every number comes from the logs, except
+the published study's numbers (PUBLISHED below), which are quoted for comparison.
+
+Runs are grouped by model, context, kernel variant and device. The variant is "default" unless the
+run asked for non-default kernel settings (SDPA_BACKEND, GDN_BACKEND, or GRAD_ACCUM_STEPS other than
+8 // world_size); those runs (e.g. the published kernel settings SDPA_BACKEND=flash
+GRAD_ACCUM_STEPS=8) get their own rows and are never averaged with the default ones. A log without
+the final round-trip line (final_int8_zlib_roundtrip_exact) is an unfinished run: listed, excluded
+from means. When one seed has several finished runs in a group, the newest counts and the others are
+listed as superseded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BEGIN_MARKER = "<!-- report:begin -->"
+END_MARKER = "<!-- report:end -->"
+SEPARATOR = "=" * 100
+MODELS = ("baseline", "hybrid")
+SUBMIT_MODEL = "hybrid"
+PLOT_TIME = "val_bpb_vs_time.png"
+PLOT_SPEED = "ms_per_step_vs_context.png"
+PUBLISHED_KERNELS = {"SDPA_BACKEND": "flash", "GRAD_ACCUM_STEPS": 8}
+DEFAULT_DATASET = "fineweb10B_sp1024"
+
+# The published long-context study (FineWeb, one H100, 600 s): final val_bpb and ms/step.
+PUBLISHED = {
+    "val_bpb": {"baseline": {8192: 1.3507, 16384: 1.4353, 32768: 1.7059},
+                "hybrid": {8192: 1.3810, 16384: 1.3999, 32768: 1.4709}},
+    "ms_per_step": {"baseline": {8192: 594, 16384: 952, 32768: 2202},
+                    "hybrid": {8192: 757, 16384: 847, 32768: 1361}},
+}
+
+# ---------------------------------------------------------------------------------------------
+# Parsing
+# ---------------------------------------------------------------------------------------------
+
+RE_RUN_ID = re.compile(r"^run_id:(\S+)")
+RE_CONFIG = re.compile(r"^config (\w+):(.*)$")
+RE_SDPA = re.compile(r"^sdpa_backend:(\S+)")
+RE_PARAMS = re.compile(r"^model_params:(\d+)")
+RE_GDN = re.compile(r"^gdn_layers:\[([^\]]*)\]\s+attn_layers:\[([^\]]*)\]")
+RE_WORLD = re.compile(r"^world_size:(\d+) grad_accum_steps:(\d+) device:(\S+)")
+RE_BATCH = re.compile(r"^train_batch_tokens:(\d+) train_seq_len:(\d+)")
+RE_SEED = re.compile(r"^seed:(\d+)")
+RE_TRAIN = re.compile(r"^step:(\d+)/(\d+) train_loss:(\S+) train_time:([\d.]+)ms step_avg:([\d.]+)ms")
+RE_VAL = re.compile(r"^step:(\d+)/(\d+) val_loss:(\S+) val_bpb:(\S+) train_time:([\d.]+)ms step_avg:([\d.]+)ms")
+RE_STOP = re.compile(r"^stopping_early: wallclock_cap train_time:([\d.]+)ms step:(\d+)/(\d+)")
+RE_TOKENS = re.compile(r"^train_tokens_seen:(\d+) epochs:([\d.]+)")
+RE_PEAK = re.compile(r"^peak memory allocated: (\d+) MiB reserved: (\d+) MiB")
+RE_CODE = re.compile(r"^Code size: (\d+) bytes")
+RE_MODEL_BYTES = re.compile(r"^Serialized model int8\+zlib: (\d+) bytes")
+RE_TOTAL_BYTES = re.compile(r"^Total submission size int8\+zlib: (\d+) bytes")
+RE_FINAL = re.compile(r"^final_int8_zlib_roundtrip_exact val_loss:(\S+) val_bpb:(\S+)")
+RE_CUDA_DEVICE = re.compile(r"^cuda:\S+ device:(.+?) capability:")
+RE_CPU_DEVICE = re.compile(r"^device:cpu\b")
+RE_SMI_DATE = re.compile(r"^(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) (?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
+                         r" +\d{1,2} \d\d:\d\d:\d\d \d{4}\b")
+RE_ID_DATE = re.compile(r"(?<!\d)(\d{8}_\d{6})(?!\d)")
+
+
+class LogError(ValueError):
+    """A file in the logs folder that is not a readable trainer log."""
+
+
+@dataclass
+class Run:
+    file: str
+    run_id: str = ""
+    model: str = "baseline"
+    seq_len: int = 0
+    seed: int | None = None
+    config: dict = field(default_factory=dict)
+    device: str = "?"
+    world_size: int = 1
+    grad_accum_steps: int | None = None
+    sdpa_backend: str = "?"
+    model_params: int | None = None
+    batch_tokens: int | None = None
+    train: list = field(default_factory=list)  # (step, train_time_ms, step_avg_ms)
+    val: list = field(default_factory=list)  # (step, val_loss, val_bpb, train_time_ms)
+    iterations: int | None = None
+    stopped_early_step: int | None = None
+    tokens_seen: int | None = None
+    epochs: float | None = None
+    peak_alloc_mib: int | None = None
+    peak_reserved_mib: int | None = None
+    bytes_code: int | None = None
+    bytes_model: int | None = None
+    bytes_total: int | None = None
+    final_val_loss: float | None = None
+    final_val_bpb: float | None = None
+    date: datetime | None = None
+    superseded: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self.final_val_bpb is not None
+
+    @property
+    def counted(self) -> bool:
+        return self.finished and not self.superseded
+
+    @property
+    def status(self) -> str:
+        if not self.finished:
+            return "unfinished"
+        return "superseded" if self.superseded else "finished"
+
+    @property
+    def ms_per_step(self) -> float | None:
+        return self.train[-1][2] if self.train else None
+
+    @property
+    def steps(self) -> int | None:
+        if self.stopped_early_step is not None:
+            return self.stopped_early_step
+        candidates = [p[0] for p in self.train] + [p[0] for p in self.val]
+        return max(candidates) if candidates else None
+
+    @property
+    def budget_s(self) -> float | None:
+        value = self.config.get("max_wallclock_seconds")
+        return float(value) if value is not None else None
+
+    @property
+    def dataset(self) -> str:
+        path = str(self.config.get("data_path", "?"))
+        return Path(path.rstrip("/")).name or path
+
+    @property
+    def variant(self) -> str:
+        """'default', or the non-default kernel settings the run asked for."""
+        parts = []
+        sdpa = self.config.get("sdpa_backend", "auto")
+        if sdpa != "auto":
+            parts.append(f"SDPA_BACKEND={sdpa}")
+        gdn = self.config.get("gdn_backend", "auto")
+        if gdn != "auto":
+            parts.append(f"GDN_BACKEND={gdn}")
+        default_accum = max(1, 8 // max(self.world_size, 1))
+        if self.grad_accum_steps is not None and self.grad_accum_steps != default_accum:
+            parts.append(f"GRAD_ACCUM_STEPS={self.grad_accum_steps}")
+        if not parts:
+            return "default"
+        label = " ".join(parts)
+        if sdpa == PUBLISHED_KERNELS["SDPA_BACKEND"] and self.grad_accum_steps == PUBLISHED_KERNELS["GRAD_ACCUM_STEPS"]:
+            label += " (published kernels)"
+        return label
+
+    @property
+    def group_key(self) -> tuple:
+        return (self.model, self.seq_len, self.variant, self.device)
+
+
+def _literal(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def split_log(text: str) -> list[str]:
+    """The run's lines: everything after the separator line that follows the trainer's source."""
+    lines = text.splitlines()
+    positions = [i for i, line in enumerate(lines) if line == SEPARATOR]
+    if not positions:
+        raise LogError("no line of 100 '=' (not a trainer log)")
+    for i in positions:  # prefer the separator followed by the run_id line
+        if i + 1 < len(lines) and lines[i + 1].startswith("run_id:"):
+            return lines[i + 1:]
+    return lines[positions[0] + 1:]
+
+
+def parse_log(path: Path) -> Run:
+    run = Run(file=path.name)
+    smi_date = None
+    gdn_seen = False
+    for line in split_log(path.read_text(encoding="utf-8", errors="replace")):
+        line = line.rstrip()
+        if m := RE_TRAIN.match(line):
+            run.train.append((int(m[1]), float(m[4]), float(m[5])))
+            run.iterations = int(m[2])
+        elif m := RE_VAL.match(line):
+            run.val.append((int(m[1]), float(m[3]), float(m[4]), float(m[5])))
+            run.iterations = int(m[2])
+        elif m := RE_CONFIG.match(line):
+            run.config[m[1]] = _literal(m[2])
+        elif m := RE_RUN_ID.match(line):
+            run.run_id = m[1]
+        elif m := RE_SDPA.match(line):
+            run.sdpa_backend = m[1]
+        elif m := RE_PARAMS.match(line):
+            run.model_params = int(m[1])
+        elif RE_GDN.match(line):
+            gdn_seen = True
+        elif m := RE_WORLD.match(line):
+            run.world_size, run.grad_accum_steps = int(m[1]), int(m[2])
+            if run.device == "?":
+                run.device = "cpu" if m[3] == "cpu" else m[3]
+        elif m := RE_BATCH.match(line):
+            run.batch_tokens, run.seq_len = int(m[1]), int(m[2])
+        elif m := RE_SEED.match(line):
+            run.seed = int(m[1])
+        elif m := RE_STOP.match(line):
+            run.stopped_early_step = int(m[2])
+        elif m := RE_TOKENS.match(line):
+            run.tokens_seen, run.epochs = int(m[1]), float(m[2])
+        elif m := RE_PEAK.match(line):
+            run.peak_alloc_mib, run.peak_reserved_mib = int(m[1]), int(m[2])
+        elif m := RE_CODE.match(line):
+            run.bytes_code = int(m[1])
+        elif m := RE_MODEL_BYTES.match(line):
+            run.bytes_model = int(m[1])
+        elif m := RE_TOTAL_BYTES.match(line):
+            run.bytes_total = int(m[1])
+        elif m := RE_FINAL.match(line):
+            run.final_val_loss, run.final_val_bpb = float(m[1]), float(m[2])
+        elif m := RE_CUDA_DEVICE.match(line):
+            run.device = m[1].strip()
+        elif RE_CPU_DEVICE.match(line):
+            run.device = "cpu"
+        elif smi_date is None and (m := RE_SMI_DATE.match(line)):
+            smi_date = datetime.strptime(" ".join(m[0].split()), "%a %b %d %H:%M:%S %Y")
+    if not run.run_id:
+        raise LogError("no run_id line after the separator")
+    if gdn_seen or "gdn_layers" in run.config:
+        run.model = "hybrid"
+    if not run.seq_len:
+        run.seq_len = int(run.config.get("train_seq_len", 0))
+    if run.seed is None and "seed" in run.config:
+        run.seed = int(run.config["seed"])
+    if run.grad_accum_steps is None and "grad_accum_steps" in run.config:
+        run.grad_accum_steps = int(run.config["grad_accum_steps"])
+    if run.world_size > 1 and run.device != "?":
+        run.device = f"{run.world_size}x {run.device}"
+    if smi_date is not None:
+        run.date = smi_date
+    elif ids := RE_ID_DATE.findall(run.run_id):
+        try:
+            run.date = datetime.strptime(ids[-1], "%Y%m%d_%H%M%S")
+        except ValueError:
+            run.date = None
+    return run
+
+
+def load_runs(log_dir: Path) -> tuple[list[Run], list[str]]:
+    runs, skipped = [], []
+    for path in sorted(log_dir.glob("*.txt"), key=lambda p: p.name):
+        try:
+            runs.append(parse_log(path))
+        except LogError as exc:
+            skipped.append(f"{path.name}: {exc}")
+    runs.sort(key=run_sort_key)
+    # One finished run per seed and group counts: the newest (then the last run_id).
+    by_seed: dict[tuple, list[Run]] = {}
+    for run in runs:
+        if run.finished:
+            by_seed.setdefault(run.group_key + (run.seed,), []).append(run)
+    for same in by_seed.values():
+        same.sort(key=lambda r: (r.date or datetime.min, r.run_id))
+        for old in same[:-1]:
+            old.superseded = True
+    return runs, skipped
+
+
+def model_rank(model: str) -> int:
+    return MODELS.index(model) if model in MODELS else len(MODELS)
+
+
+def variant_rank(variant: str) -> tuple:
+    return (variant != "default", variant)
+
+
+def run_sort_key(run: Run) -> tuple:
+    return (model_rank(run.model), run.seq_len, variant_rank(run.variant), run.device,
+            run.seed if run.seed is not None else -1, run.run_id, run.file)
+
+
+# ---------------------------------------------------------------------------------------------
+# Aggregation
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Group:
+    model: str
+    seq_len: int
+    variant: str
+    device: str
+    runs: list  # counted runs (finished, not superseded), by seed
+
+    @property
+    def key(self) -> tuple:
+        return (self.model, self.seq_len, self.variant, self.device)
+
+    def mean(self, attr: str) -> float | None:
+        values = [getattr(r, attr) for r in self.runs if getattr(r, attr) is not None]
+        return sum(values) / len(values) if values else None
+
+    def max(self, attr: str):
+        values = [getattr(r, attr) for r in self.runs if getattr(r, attr) is not None]
+        return max(values) if values else None
+
+
+def build_groups(runs: list[Run]) -> list[Group]:
+    groups: dict[tuple, Group] = {}
+    for run in runs:
+        if run.counted:
+            key = run.group_key
+            if key not in groups:
+                groups[key] = Group(*key, runs=[])
+            groups[key].runs.append(run)
+    for group in groups.values():
+        group.runs.sort(key=lambda r: (r.seed if r.seed is not None else -1, r.run_id))
+    return sorted(groups.values(), key=lambda g: (model_rank(g.model), g.seq_len, variant_rank(g.variant), g.device))
+
+
+def comparisons(groups: list[Group]) -> list[dict]:
+    """Hybrid vs baseline for every (context, variant, device) where both have finished runs."""
+    index = {g.key: g for g in groups}
+    rows = []
+    keys = sorted({(g.seq_len, g.variant, g.device) for g in groups}, key=lambda k: (k[0], variant_rank(k[1]), k[2]))
+    for seq_len, variant, device in keys:
+        base = index.get(("baseline", seq_len, variant, device))
+        hyb = index.get(("hybrid", seq_len, variant, device))
+        if base is None or hyb is None:
+            continue
+        b, h = round(base.mean("final_val_bpb"), 8), round(hyb.mean("final_val_bpb"), 8)
+        delta = round(h - b, 8)
+        winner = "hybrid" if delta < 0 else "baseline" if delta > 0 else "tie"
+        rows.append({"seq_len": seq_len, "variant": variant, "device": device, "baseline": b, "hybrid": h,
+                     "delta": delta, "winner": winner})
+    return rows
+
+
+def pick_headline(groups: list[Group], seq_len: int, model: str = SUBMIT_MODEL) -> Group | None:
+    """The default-kernel group of `model` at `seq_len`; among devices, the one with most seeds."""
+    candidates = [g for g in groups if g.model == model and g.seq_len == seq_len and g.variant == "default"]
+    if not candidates:
+        return None
+    return sorted(candidates, key=lambda g: (-len(g.runs), g.device))[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Formatting
+# ---------------------------------------------------------------------------------------------
+
+
+def fmt(value, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+def fmt_int(value) -> str:
+    return "–" if value is None else f"{int(value):,}"
+
+
+def fmt_mean_count(value) -> str:
+    if value is None:
+        return "–"
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.1f}"
+
+
+def fmt_ctx(seq_len: int) -> str:
+    return f"{seq_len // 1024}k" if seq_len % 1024 == 0 and seq_len >= 1024 else str(seq_len)
+
+
+def fmt_budget(budget: float | None) -> str:
+    if budget is None:
+        return "?"
+    return "uncapped (ITERATIONS)" if budget <= 0 else f"{budget:g} s"
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+    return out
+
+
+def run_label(run: Run) -> str:
+    label = f"{run.model} seed {run.seed}"
+    if run.variant != "default":
+        label += f" [{run.variant}]"
+    return label
+
+
+def build_section(runs: list[Run], skipped: list[str], groups: list[Group], curve_ctx: int, plot_paths: dict,
+                  submission: dict | None, submission_note: str) -> str:
+    finished = [r for r in runs if r.finished]
+    unfinished = [r for r in runs if not r.finished]
+    lines = ["## Results: long-context baseline vs GDN hybrid", "",
+             f"_Generated by `python3 scripts/report.py` from {len(runs)} logs ({len(finished)} finished, "
+             f"{len(unfinished)} unfinished); do not edit between the report markers by hand._", ""]
+    datasets = sorted({r.dataset for r in runs})
+    devices = sorted({r.device for r in runs})
+    budgets = sorted({fmt_budget(r.budget_s) for r in runs})
+    lines += [f"Data: {', '.join(f'`{d}`' for d in datasets)}. Device: {', '.join(devices)}. "
+              f"Wall-clock budget: {', '.join(budgets)}. val_bpb is the final score after the int8+zlib round "
+              f"trip; ms/step is the last logged `step_avg`; means are over seeds (finished runs only).", ""]
+
+    # Speed, steps, data, memory, size.
+    lines += ["### Speed, steps, data seen, memory and artifact size", ""]
+    rows = []
+    for g in groups:
+        rows.append([g.model, g.seq_len, g.variant, g.device, len(g.runs), fmt(g.mean("ms_per_step"), 1),
+                     fmt_mean_count(g.mean("steps")), fmt(g.mean("epochs"), 3), fmt_int(g.max("peak_alloc_mib")),
+                     fmt_int(g.max("peak_reserved_mib")), fmt_int(g.max("bytes_total"))])
+    lines += table(["model", "context", "variant", "device", "runs", "ms/step", "steps", "epochs",
+                    "peak alloc MiB (max)", "peak reserved MiB (max)", "artifact bytes (max)"], rows) + [""]
+
+    # Final val_bpb.
+    lines += ["### Final val_bpb (int8+zlib round trip)", ""]
+    rows = []
+    for g in groups:
+        per_seed = ", ".join(f"{r.seed}: {fmt(r.final_val_bpb)}" for r in g.runs)
+        rows.append([g.model, g.seq_len, g.variant, g.device, fmt(g.mean("final_val_bpb")),
+                     fmt(g.mean("final_val_loss")), per_seed])
+    lines += table(["model", "context", "variant", "device", "val_bpb (mean)", "val_loss (mean)",
+                    "val_bpb per seed"], rows) + [""]
+
+    # Hybrid vs baseline.
+    lines += ["### Hybrid vs baseline", ""]
+    comps = comparisons(groups)
+    if comps:
+        rows = [[c["seq_len"], c["variant"], c["device"], fmt(c["baseline"]), fmt(c["hybrid"]),
+                 f"{c['delta']:+.4f}", c["winner"]] for c in comps]
+        lines += table(["context", "variant", "device", "baseline val_bpb", "hybrid val_bpb",
+                        "delta (hybrid - baseline)", "winner"], rows) + [""]
+    else:
+        lines += ["No context has finished runs of both models yet.", ""]
+
+    # val_bpb by step at the curve context.
+    lines += [f"### val_bpb by step at context {curve_ctx}", ""]
+    curve_runs = [r for r in runs if r.seq_len == curve_ctx and r.val]
+    if curve_runs:
+        steps = sorted({p[0] for r in curve_runs for p in r.val})
+        header = ["step"] + [run_label(r) + ("" if r.counted else f" ({r.status})") for r in curve_runs]
+        rows = []
+        for step in steps:
+            row = [step]
+            for r in curve_runs:
+                values = [p[2] for p in r.val if p[0] == step]
+                row.append(fmt(values[-1]) if values else "–")
+            rows.append(row)
+        lines += table(header, rows) + [""]
+    else:
+        lines += [f"No run at context {curve_ctx} has logged a validation yet.", ""]
+
+    # Published study.
+    lines += ["### Compared with the published study", ""]
+    pub_bpb, pub_ms = PUBLISHED["val_bpb"], PUBLISHED["ms_per_step"]
+    pub_ctx = sorted(pub_bpb["baseline"])
+    pub_winners = ["hybrid" if pub_bpb["hybrid"][c] < pub_bpb["baseline"][c] else "baseline" for c in pub_ctx]
+    lines += ["Published (FineWeb, one H100, 600 s) at " + " / ".join(fmt_ctx(c) for c in pub_ctx) + ": val_bpb baseline "
+              + " / ".join(f"{pub_bpb['baseline'][c]:.4f}" for c in pub_ctx) + ", hybrid "
+              + " / ".join(f"{pub_bpb['hybrid'][c]:.4f}" for c in pub_ctx) + " (winner "
+              + " / ".join(pub_winners) + "); ms/step baseline "
+              + " / ".join(str(pub_ms["baseline"][c]) for c in pub_ctx) + ", hybrid "
+              + " / ".join(str(pub_ms["hybrid"][c]) for c in pub_ctx) + ".", ""]
+    ours = [g for g in groups if g.variant == "default" and g.seq_len in pub_bpb.get(g.model, {})]
+    if ours:
+        rows = [[g.model, g.seq_len, g.device, fmt(g.mean("final_val_bpb")), f"{pub_bpb[g.model][g.seq_len]:.4f}",
+                 fmt(g.mean("ms_per_step"), 1), pub_ms[g.model][g.seq_len]] for g in ours]
+        lines += table(["model", "context", "device", "val_bpb (ours)", "val_bpb (published)", "ms/step (ours)",
+                        "ms/step (published)"], rows) + [""]
+        ours_by_ctx = {c["seq_len"]: c["winner"] for c in comps if c["variant"] == "default"}
+        agree = [f"{fmt_ctx(c)}: ours {ours_by_ctx[c]}, published {w}" for c, w in zip(pub_ctx, pub_winners)
+                 if c in ours_by_ctx]
+        if agree:
+            lines += ["Winners: " + "; ".join(agree) + ".", ""]
+    else:
+        ctxs = sorted({g.seq_len for g in groups})
+        lines += [f"None of our finished default-kernel contexts ({', '.join(map(str, ctxs)) or 'none'}) is a "
+                  f"published one, so there is nothing to set side by side.", ""]
+    other_data = [d for d in datasets if d != DEFAULT_DATASET]
+    if other_data:
+        lines += [f"Our runs use {', '.join(f'`{d}`' for d in other_data)}, not `{DEFAULT_DATASET}`: val_bpb "
+                  f"is measured on different validation text and is not comparable with the published numbers; "
+                  f"the comparison between our two models is.", ""]
+
+    # Runs.
+    lines += ["### Runs", ""]
+    rows = []
+    for r in runs:
+        rows.append([r.run_id, r.model, r.seq_len, r.seed, r.variant, r.device, r.sdpa_backend,
+                     fmt_int(r.steps), fmt(r.ms_per_step, 1), fmt(r.epochs, 3), fmt_int(r.peak_alloc_mib),
+                     fmt_int(r.bytes_total), fmt(r.final_val_bpb), r.status])
+    lines += table(["run_id", "model", "context", "seed", "variant", "device", "sdpa", "steps", "ms/step",
+                    "epochs", "peak alloc MiB", "artifact bytes", "val_bpb", "status"], rows) + [""]
+    if unfinished:
+        lines += ["Unfinished (no final round-trip line; excluded from means): "
+                  + ", ".join(f"`{r.run_id}`" for r in unfinished) + ".", ""]
+    if skipped:
+        lines += ["Not trainer logs (skipped): " + "; ".join(f"`{s}`" for s in skipped) + ".", ""]
+
+    # Submission and plots.
+    lines += ["### Submission", ""]
+    if submission is not None:
+        lines += [f"`submission.json`: {submission['name']}, val_bpb {submission['val_bpb']:.4f} (mean of seeds "
+                  f"{', '.join(map(str, submission['seeds']))}), {submission['bytes_total']:,} bytes total.", ""]
+    else:
+        lines += [submission_note, ""]
+    lines += ["### Plots", "",
+              f"![val_bpb against training time, one panel per context]({plot_paths['time']})", "",
+              f"![ms/step against context for both models]({plot_paths['speed']})", ""]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def build_submission(runs: list[Run], groups: list[Group], headline_ctx: int) -> tuple[dict | None, str]:
+    group = pick_headline(groups, headline_ctx)
+    if group is None:
+        return None, (f"No submission: no finished {SUBMIT_MODEL} run with default kernels at context "
+                      f"{headline_ctx} (`--headline-context`).")
+    dated = [r.date for r in runs if r.date is not None]
+    date = max(dated).strftime("%Y-%m-%d") if dated else None
+    seeds = [r.seed for r in group.runs]
+    seed_results = {str(r.seed): {"val_bpb": r.final_val_bpb, "val_loss": r.final_val_loss} for r in group.runs}
+    val_bpb = round(group.mean("final_val_bpb"), 8)
+    val_loss = round(group.mean("final_val_loss"), 8)
+    budget = sorted({fmt_budget(r.budget_s) for r in group.runs})
+    notes = [f"Gated DeltaNet hybrid (GDN blocks {group.runs[0].config.get('gdn_layers', '?')}, the others causal "
+             f"attention) at TRAIN_SEQ_LEN={headline_ctx} on {group.device}, wall-clock budget {', '.join(budget)}; "
+             f"mean of {len(seeds)} seed(s) after the int8+zlib round trip; "
+             f"{fmt_mean_count(group.mean('steps'))} steps at {fmt(group.mean('ms_per_step'), 1)} ms/step, "
+             f"{fmt(group.mean('epochs'), 3)} epochs of data {', '.join(sorted({r.dataset for r in group.runs}))}."]
+    base = next((g for g in groups if g.key == ("baseline", headline_ctx, "default", group.device)), None)
+    if base is not None:
+        b = round(base.mean("final_val_bpb"), 8)
+        notes.append(f"Full-attention baseline at the same context: val_bpb {b:.4f} "
+                     f"(delta hybrid - baseline {val_bpb - b:+.4f}).")
+    notes.append("Generated by scripts/report.py from the run logs.")
+    submission = {
+        "track": "non_record_16mb",
+        "name": f"GDN hybrid, {fmt_ctx(headline_ctx)} context",
+        "date": date,
+        "val_bpb": val_bpb,
+        "val_loss": val_loss,
+        "seeds": seeds,
+        "seed_results": seed_results,
+        "bytes_total": group.max("bytes_total"),
+        "bytes_code": group.max("bytes_code"),
+        "notes": " ".join(notes),
+    }
+    return submission, ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots
+# ---------------------------------------------------------------------------------------------
+
+MODEL_COLORS = {"baseline": ("#1f77b4", "#6baed6", "#08519c", "#9ecae1"),
+                "hybrid": ("#d62728", "#fc9272", "#a50f15", "#fcbba1")}
+
+
+def make_plots(runs: list[Run], groups: list[Group], plots_dir: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    # Matplotlib's own defaults, whatever a local matplotlibrc says, so the PNGs depend on the logs only.
+    defaults = {k: v for k, v in matplotlib.rcParamsDefault.items() if k != "backend"}
+    with matplotlib.rc_context(defaults):
+        contexts = sorted({r.seq_len for r in runs if r.val})
+        fig, axes = plt.subplots(1, max(len(contexts), 1), figsize=(5 * max(len(contexts), 1), 4), squeeze=False)
+        for ax, ctx in zip(axes[0], contexts):
+            shade: dict[str, int] = {}
+            for r in [r for r in runs if r.seq_len == ctx and r.val]:
+                i = shade.get(r.model, 0)
+                shade[r.model] = i + 1
+                colors = MODEL_COLORS.get(r.model, ("#444444",))
+                style = "-" if r.counted else ":"
+                label = run_label(r) + ("" if r.counted else f" ({r.status})")
+                ax.plot([p[3] / 1000.0 for p in r.val], [p[2] for p in r.val], style, marker="o", markersize=3,
+                        color=colors[i % len(colors)], label=label)
+            ax.set_title(f"context {ctx}")
+            ax.set_xlabel("training time (s)")
+            ax.set_ylabel("val_bpb")
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=7)
+        if not contexts:
+            axes[0][0].text(0.5, 0.5, "no validation logged yet", ha="center", va="center")
+        fig.tight_layout()
+        fig.savefig(plots_dir / PLOT_TIME, dpi=100, metadata={"Software": None})
+        plt.close(fig)
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        series: dict[tuple, list[Group]] = {}
+        for g in groups:
+            series.setdefault((g.model, g.variant, g.device), []).append(g)
+        for n, ((model, variant, device), gs) in enumerate(sorted(series.items(), key=lambda kv: (
+                model_rank(kv[0][0]), variant_rank(kv[0][1]), kv[0][2]))):
+            gs.sort(key=lambda g: g.seq_len)
+            label = model + ("" if variant == "default" else f" [{variant}]") + (f" ({device})" if len(
+                {g.device for g in groups}) > 1 else "")
+            colors = MODEL_COLORS.get(model, ("#444444",))
+            ax.plot([g.seq_len for g in gs], [g.mean("ms_per_step") for g in gs], "-" if variant == "default" else "--",
+                    marker="o", color=colors[0 if variant == "default" else 2], label=label)
+        pub_ms = PUBLISHED["ms_per_step"]
+        ours_ctx = {g.seq_len for g in groups}
+        for model in MODELS:
+            pts = sorted(c for c in pub_ms[model] if c in ours_ctx)
+            if pts:
+                ax.plot(pts, [pub_ms[model][c] for c in pts], ":", marker="x", color=MODEL_COLORS[model][1],
+                        label=f"{model} (published)")
+        if groups:
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(sorted(ours_ctx), [str(c) for c in sorted(ours_ctx)])
+            ax.minorticks_off()
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "no finished runs yet", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xlabel("context length (tokens)")
+        ax.set_ylabel("ms/step (mean over seeds)")
+        ax.set_title("training step time")
+        ax.grid(True, alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(plots_dir / PLOT_SPEED, dpi=100, metadata={"Software": None})
+        plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs
+# ---------------------------------------------------------------------------------------------
+
+
+def replace_section(readme_text: str, section: str) -> str:
+    block = f"{BEGIN_MARKER}\n{section}{END_MARKER}"
+    begin, end = readme_text.find(BEGIN_MARKER), readme_text.find(END_MARKER)
+    if begin == -1 and end == -1:
+        sep = "" if readme_text == "" else ("\n" if readme_text.endswith("\n") else "\n\n")
+        return readme_text + sep + block + "\n"
+    if begin == -1 or end == -1 or end < begin or readme_text.count(BEGIN_MARKER) != 1 \
+            or readme_text.count(END_MARKER) != 1:
+        raise SystemExit(f"error: the README must hold exactly one {BEGIN_MARKER} followed by one {END_MARKER}")
+    return readme_text[:begin] + block + readme_text[end + len(END_MARKER):]
+
+
+def write_if_changed(path: Path, data: bytes) -> None:
+    if path.exists() and path.read_bytes() == data:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def relative_link(target: Path, readme: Path) -> str:
+    return Path(os.path.relpath(target.resolve(), readme.resolve().parent)).as_posix()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--logs", type=Path, default=REPO_ROOT / "logs_experiment", help="folder of trainer logs (*.txt)")
+    ap.add_argument("--readme", type=Path, default=REPO_ROOT / "README.md")
+    ap.add_argument("--plots-dir", type=Path, default=REPO_ROOT / "figures")
+    ap.add_argument("--submission", type=Path, default=REPO_ROOT / "submission.json")
+    ap.add_argument("--headline-context", type=int, default=32768,
+                    help="context of the submitted hybrid (submission.json)")
+    ap.add_argument("--curve-context", type=int, default=None,
+                    help="context of the val_bpb-by-step table (default: the headline context)")
+    args = ap.parse_args(argv)
+    curve_ctx = args.curve_context if args.curve_context is not None else args.headline_context
+
+    if not args.logs.is_dir():
+        print(f"error: {args.logs} is not a folder of logs", file=sys.stderr)
+        return 2
+    runs, skipped = load_runs(args.logs)
+    if not runs:
+        print(f"error: no trainer logs (*.txt) in {args.logs}", file=sys.stderr)
+        return 2
+    groups = build_groups(runs)
+    submission, submission_note = build_submission(runs, groups, args.headline_context)
+    plot_paths = {"time": relative_link(args.plots_dir / PLOT_TIME, args.readme),
+                  "speed": relative_link(args.plots_dir / PLOT_SPEED, args.readme)}
+    section = build_section(runs, skipped, groups, curve_ctx, plot_paths, submission, submission_note)
+
+    make_plots(runs, groups, args.plots_dir)
+    readme_text = args.readme.read_text(encoding="utf-8") if args.readme.exists() else ""
+    write_if_changed(args.readme, replace_section(readme_text, section).encode("utf-8"))
+    if submission is not None:
+        write_if_changed(args.submission, (json.dumps(submission, indent=2) + "\n").encode("utf-8"))
+    sys.stdout.write(section)
+    if submission is None:
+        print(f"warning: {submission_note} {args.submission} not written.", file=sys.stderr)
+    for s in skipped:
+        print(f"warning: skipped {s}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

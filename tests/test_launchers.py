@@ -1,0 +1,155 @@
+"""The long-context launchers: argument checks, and the exact environment they hand to torchrun.
+
+A fake `torchrun` first on PATH stands in for the real one (which would start training): it prints
+one JSON line with its arguments, working directory and environment, and exits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SINGLE = {"baseline": ("run_baseline_long_context_single_h100.sh", "train_gpt.py"),
+          "hybrid": ("run_hybrid_long_context_single_h100.sh", "train_gpt_gdn.py")}
+ALL = {"baseline": "run_baseline_long_context_all_single_h100.sh",
+       "hybrid": "run_hybrid_long_context_all_single_h100.sh"}
+LENGTHS = (8192, 16384, 32768)
+BATCH_TOKENS = {8192: "393216", 16384: "393216", 32768: "524288"}
+PUBLISHED = {"TIED_EMBED_LR": "0.030", "MATRIX_LR": "0.020", "SCALAR_LR": "0.020", "MUON_MOMENTUM": "0.99",
+             "MUON_MOMENTUM_WARMUP_START": "0.92", "WARMUP_STEPS": "20", "VAL_LOSS_EVERY": "50",
+             "TRAIN_LOG_EVERY": "10", "MUON_MOMENTUM_WARMUP_FRAC": "0.18", "WARMDOWN_FRAC": "0.36"}
+FAKE_TORCHRUN = f"""#!{sys.executable}
+import json, os, sys
+print(json.dumps({{"argv": sys.argv[1:], "cwd": os.getcwd(), "env": dict(os.environ)}}))
+"""
+
+
+@pytest.fixture
+def fake_env(tmp_path):
+    """A clean environment whose PATH starts with a folder holding the fake torchrun."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "torchrun"
+    fake.write_text(FAKE_TORCHRUN)
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return {"PATH": f"{bin_dir}{os.pathsep}/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8"}
+
+
+def launch(script: str, args: list[str], env: dict, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(REPO_ROOT / script), *args], env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=60)
+
+
+def torchrun_calls(proc: subprocess.CompletedProcess) -> list[dict]:
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+
+
+@pytest.mark.parametrize("script", [s for s, _ in SINGLE.values()] + list(ALL.values()))
+def test_scripts_are_strict_executable_bash(script):
+    path = REPO_ROOT / script
+    text = path.read_text()
+    assert os.access(path, os.X_OK), f"{script} is not executable"
+    assert text.startswith("#!/usr/bin/env bash\n")
+    assert "set -euo pipefail" in text
+    assert subprocess.run(["bash", "-n", str(path)]).returncode == 0
+
+
+@pytest.mark.parametrize("model", list(SINGLE))
+def test_no_hand_computed_step_counts_and_every_setting_explained(model):
+    text = (REPO_ROOT / SINGLE[model][0]).read_text()
+    assert "WARMDOWN_ITERS" not in text and "MUON_MOMENTUM_WARMUP_STEPS" not in text
+    for name in PUBLISHED:
+        lines = [line for line in text.splitlines() if line.startswith(f"export {name}=")]
+        assert len(lines) == 1, name
+        assert re.search(r"\S\s+#\s*\S", lines[0]), f"export {name} has no one-line comment: {lines[0]!r}"
+
+
+@pytest.mark.parametrize("model", list(SINGLE))
+@pytest.mark.parametrize("args", [[], ["4096"], ["1024"], ["8k"], ["abc"], [""], ["8192", "16384"]])
+def test_single_rejects_missing_or_bad_length(model, args, fake_env, tmp_path):
+    proc = launch(SINGLE[model][0], args, fake_env, tmp_path)
+    assert proc.returncode != 0
+    assert "usage" in proc.stderr.lower()
+    for length in LENGTHS:
+        assert str(length) in proc.stderr
+    assert torchrun_calls(proc) == []  # nothing started
+
+
+@pytest.mark.parametrize("model", list(SINGLE))
+@pytest.mark.parametrize("length", LENGTHS)
+def test_single_hands_torchrun_the_published_settings(model, length, fake_env, tmp_path):
+    script, trainer = SINGLE[model]
+    env = dict(fake_env, SDPA_BACKEND="flash", GRAD_ACCUM_STEPS="8")  # published kernel settings pass through
+    proc = launch(script, [str(length)], env, tmp_path)  # run from elsewhere: the script must cd itself
+    assert proc.returncode == 0, proc.stderr
+    (call,) = torchrun_calls(proc)
+    assert call["argv"] == ["--standalone", "--nproc_per_node=1", trainer]
+    assert Path(call["cwd"]) == REPO_ROOT
+    got = call["env"]
+    for name, value in PUBLISHED.items():
+        assert got[name] == value, name
+    assert got["TRAIN_SEQ_LEN"] == str(length)
+    assert got["TRAIN_BATCH_TOKENS"] == BATCH_TOKENS[length]
+    assert got["SEED"] == "1337"
+    assert re.fullmatch(rf"{model}_{length}_seed1337_\d{{8}}_\d{{6}}", got["RUN_ID"]), got["RUN_ID"]
+    assert got["DATA_PATH"] == "./data/datasets/fineweb10B_sp1024"
+    assert got["TOKENIZER_PATH"] == "./data/tokenizers/fineweb_1024_bpe.model"
+    assert got["MAX_WALLCLOCK_SECONDS"] == "600"
+    assert got["LOG_DIR"] == "logs_experiment"
+    assert got["SDPA_BACKEND"] == "flash" and got["GRAD_ACCUM_STEPS"] == "8"
+    for name in ("WARMDOWN_ITERS", "MUON_MOMENTUM_WARMUP_STEPS", "ITERATIONS"):
+        assert name not in got, name
+
+
+@pytest.mark.parametrize("model", list(SINGLE))
+def test_single_respects_overrides(model, fake_env, tmp_path):
+    script, trainer = SINGLE[model]
+    overrides = {"RUN_ID": "my_run", "SEED": "42", "DATA_PATH": "/data/x", "TOKENIZER_PATH": "/data/t.model",
+                 "MAX_WALLCLOCK_SECONDS": "300", "NPROC": "2", "LOG_DIR": "elsewhere", "SOMETHING_ELSE": "kept"}
+    proc = launch(script, ["16384"], dict(fake_env, **overrides), tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (call,) = torchrun_calls(proc)
+    assert call["argv"] == ["--standalone", "--nproc_per_node=2", trainer]
+    for name, value in overrides.items():
+        if name != "NPROC":
+            assert call["env"][name] == value, name
+    assert call["env"]["TRAIN_SEQ_LEN"] == "16384"
+    # A seed override alone goes into the default RUN_ID.
+    proc = launch(script, ["8192"], dict(fake_env, SEED="7"), tmp_path)
+    (call,) = torchrun_calls(proc)
+    assert re.fullmatch(rf"{model}_8192_seed7_\d{{8}}_\d{{6}}", call["env"]["RUN_ID"])
+    assert call["env"]["SEED"] == "7"
+
+
+@pytest.mark.parametrize("model", list(ALL))
+def test_all_runs_three_lengths_in_turn(model, fake_env, tmp_path):
+    proc = launch(ALL[model], [], fake_env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    calls = torchrun_calls(proc)
+    assert [c["env"]["TRAIN_SEQ_LEN"] for c in calls] == [str(n) for n in LENGTHS]
+    assert [c["env"]["TRAIN_BATCH_TOKENS"] for c in calls] == [BATCH_TOKENS[n] for n in LENGTHS]
+    for call, length in zip(calls, LENGTHS):
+        assert call["argv"][-1] == SINGLE[model][1]
+        assert call["env"]["MUON_MOMENTUM_WARMUP_FRAC"] == "0.18" and call["env"]["WARMDOWN_FRAC"] == "0.36"
+        assert call["env"]["RUN_ID"].startswith(f"{model}_{length}_seed1337_")
+    # A RUN_ID set by the user gets the length appended, so the three logs stay distinct.
+    proc = launch(ALL[model], [], dict(fake_env, RUN_ID="study", SEED="5"), tmp_path)
+    assert [c["env"]["RUN_ID"] for c in torchrun_calls(proc)] == [f"study_{n}" for n in LENGTHS]
+    assert launch(ALL[model], ["8192"], fake_env, tmp_path).returncode != 0
+
+
+@pytest.mark.parametrize("model", list(ALL))
+def test_all_stops_at_first_failure(model, fake_env, tmp_path):
+    fake = Path(fake_env["PATH"].split(os.pathsep)[0]) / "torchrun"
+    fake.write_text(FAKE_TORCHRUN + "sys.exit(3)\n")
+    proc = launch(ALL[model], [], fake_env, tmp_path)
+    assert proc.returncode == 3
+    assert len(torchrun_calls(proc)) == 1

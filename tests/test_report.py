@@ -1,0 +1,377 @@
+"""scripts/report.py on real trainer logs.
+
+Fixtures (all real logs, none hand-written):
+* tests/fixtures/report_logs/: CPU runs of train_gpt.py and train_gpt_gdn.py made by
+  tests/fixtures/make_report_logs.py (contexts 256 and 512, seeds 1 and 2, plus one hybrid run with
+  non-default kernel settings SDPA_BACKEND=math GRAD_ACCUM_STEPS=4);
+* tests/fixtures/report_logs_gpu/: the two logs of an H100 smoke run (8192 context, 20 steps);
+* tests/fixtures/report_logs_launcher/: CPU runs through run_*_long_context_single_h100.sh and the real
+  torchrun with a tiny model (NUM_LAYERS/MODEL_DIM... passed through), MAX_WALLCLOCK_SECONDS=15 or 20:
+  one stopped by the wall-clock cap, one crashed (NUM_LAYERS=1 under DDP), one killed in warm-up.
+The expected numbers are computed here from the log text with this file's own parsing, not report.py's.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+from statistics import mean
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+REPORT = REPO_ROOT / "scripts" / "report.py"
+FIXTURE_LOGS = REPO_ROOT / "tests" / "fixtures" / "report_logs"
+GPU_LOGS = REPO_ROOT / "tests" / "fixtures" / "report_logs_gpu"
+BEGIN, END = "<!-- report:begin -->", "<!-- report:end -->"
+README_BEFORE = "# Project\n\nIntro written by someone else.\n\n"
+README_AFTER = "\n\n## Later section\n\nAlso someone else's | with a pipe.\n"
+VARIANT = "SDPA_BACKEND=math GRAD_ACCUM_STEPS=4"
+SUBMISSION_KEYS = {"track", "name", "date", "val_bpb", "val_loss", "seeds", "seed_results", "bytes_total",
+                   "bytes_code", "notes"}
+
+
+# ------------------------------------------------------------------ independent reading of the logs
+
+
+def facts(path: Path) -> dict:
+    body = path.read_text(encoding="utf-8").split("\n" + "=" * 100 + "\n", 1)[1]
+
+    def one(pattern: str):
+        match = re.search(pattern, body, re.M)
+        return match.groups() if match else None
+
+    final = one(r"^final_int8_zlib_roundtrip_exact val_loss:([\d.]+) val_bpb:([\d.]+)")
+    curve = {int(s): float(b) for s, b in re.findall(r"^step:(\d+)/\d+ val_loss:\S+ val_bpb:([\d.]+)", body, re.M)}
+    train_avgs = re.findall(r"^step:\d+/\d+ train_loss:\S+ train_time:\d+ms step_avg:([\d.]+)ms", body, re.M)
+    run_id = one(r"^run_id:(\S+)")[0]
+    return {
+        "file": path.name,
+        "run_id": run_id,
+        "model": "hybrid" if re.search(r"^gdn_layers:\[", body, re.M) else "baseline",
+        "ctx": int(one(r"^train_batch_tokens:\d+ train_seq_len:(\d+)")[0]),
+        "seed": int(one(r"^seed:(\d+)")[0]),
+        "sdpa_requested": one(r"^config sdpa_backend:'(\w+)'")[0],
+        "finished": final is not None,
+        "val_loss": float(final[0]) if final else None,
+        "val_bpb": float(final[1]) if final else None,
+        "ms_per_step": float(train_avgs[-1]),
+        "curve": curve,
+        "steps": max(curve),
+        "epochs": float(one(r"^train_tokens_seen:\d+ epochs:([\d.]+)")[0]),
+        "bytes_total": int(one(r"^Total submission size int8\+zlib: (\d+) bytes")[0]),
+        "bytes_code": int(one(r"^Code size: (\d+) bytes")[0]),
+        "run_date": datetime.strptime(re.search(r"(\d{8}_\d{6})$", run_id)[1], "%Y%m%d_%H%M%S"),
+    }
+
+
+def fixture_facts() -> list[dict]:
+    return [facts(p) for p in sorted(FIXTURE_LOGS.glob("*.txt"))]
+
+
+def default_runs(all_facts, model, ctx) -> list[dict]:
+    return sorted((f for f in all_facts if f["model"] == model and f["ctx"] == ctx and f["sdpa_requested"] == "auto"),
+                  key=lambda f: f["seed"])
+
+
+# ------------------------------------------------------------------ running the report
+
+
+def run_report(out: Path, logs: Path = FIXTURE_LOGS, readme_text: str | None = README_BEFORE + BEGIN + "\nold\n"
+               + END + README_AFTER, headline: int = 512, extra: tuple = ()) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    readme = out / "README.md"
+    if readme_text is not None:
+        readme.write_text(readme_text, encoding="utf-8")
+    cmd = [sys.executable, str(REPORT), "--logs", str(logs), "--readme", str(readme), "--plots-dir",
+           str(out / "figures"), "--submission", str(out / "submission.json"), "--headline-context", str(headline),
+           *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    return {"proc": proc, "readme": readme, "figures": out / "figures", "submission": out / "submission.json"}
+
+
+def section_of(readme: Path) -> str:
+    text = readme.read_text(encoding="utf-8")
+    return text[text.index(BEGIN) + len(BEGIN) + 1:text.index(END)]
+
+
+def tables(section: str) -> dict[str, list[dict]]:
+    """Markdown tables by their ### heading, each as a list of {header: cell} rows."""
+    found, heading, lines = {}, None, section.splitlines()
+    i = 0
+    while i < len(lines):
+        if lines[i].startswith("### "):
+            heading = lines[i][4:]
+        elif lines[i].startswith("|") and heading is not None and heading not in found:
+            header = [c.strip() for c in lines[i].strip("|").split(" | ")]
+            rows = []
+            i += 2
+            while i < len(lines) and lines[i].startswith("|"):
+                rows.append(dict(zip(header, [c.strip() for c in lines[i].strip().strip("|").split(" | ")])))
+                i += 1
+            found[heading] = rows
+            continue
+        i += 1
+    return found
+
+
+def row(rows: list[dict], **match) -> dict:
+    hits = [r for r in rows if all(r[k] == str(v) for k, v in match.items())]
+    assert len(hits) == 1, (match, rows)
+    return hits[0]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    result = run_report(tmp_path_factory.mktemp("report"))
+    assert result["proc"].returncode == 0, result["proc"].stderr
+    result["tables"] = tables(section_of(result["readme"]))
+    return result
+
+
+# ------------------------------------------------------------------ tests
+
+
+def test_fixture_holds_real_logs_of_both_models():
+    all_facts = fixture_facts()
+    assert len(all_facts) == 9
+    for path in sorted(FIXTURE_LOGS.glob("*.txt")):
+        text = path.read_text(encoding="utf-8")
+        source = text.split("\n" + "=" * 100 + "\n", 1)[0]
+        assert "def main()" in source and "class Hyperparameters" in source  # the trainer's own source
+        assert "\ndevice:cpu threads:" in text
+    for model in ("baseline", "hybrid"):
+        for ctx in (256, 512):
+            assert [f["seed"] for f in default_runs(all_facts, model, ctx)] == [1, 2]
+    assert all(f["finished"] for f in all_facts)
+    assert sum(f["sdpa_requested"] != "auto" for f in all_facts) == 1
+
+
+def test_final_val_bpb_means_and_per_seed(report):
+    all_facts = fixture_facts()
+    rows = report["tables"]["Final val_bpb (int8+zlib round trip)"]
+    for model in ("baseline", "hybrid"):
+        for ctx in (256, 512):
+            runs = default_runs(all_facts, model, ctx)
+            r = row(rows, model=model, context=ctx, variant="default")
+            assert r["val_bpb (mean)"] == f"{mean(f['val_bpb'] for f in runs):.4f}"
+            assert r["val_loss (mean)"] == f"{mean(f['val_loss'] for f in runs):.4f}"
+            assert r["val_bpb per seed"] == ", ".join(f"{f['seed']}: {f['val_bpb']:.4f}" for f in runs)
+            assert r["device"] == "cpu"
+
+
+def test_delta_and_winner(report):
+    all_facts = fixture_facts()
+    rows = report["tables"]["Hybrid vs baseline"]
+    assert len(rows) == 2  # the variant run has no baseline partner
+    for ctx in (256, 512):
+        b = mean(f["val_bpb"] for f in default_runs(all_facts, "baseline", ctx))
+        h = mean(f["val_bpb"] for f in default_runs(all_facts, "hybrid", ctx))
+        r = row(rows, context=ctx, variant="default")
+        assert r["baseline val_bpb"] == f"{b:.4f}" and r["hybrid val_bpb"] == f"{h:.4f}"
+        assert float(r["delta (hybrid - baseline)"]) == pytest.approx(h - b, abs=6e-5)
+        assert r["winner"] == ("hybrid" if h < b else "baseline")
+
+
+def test_speed_steps_epochs_and_sizes(report):
+    all_facts = fixture_facts()
+    rows = report["tables"]["Speed, steps, data seen, memory and artifact size"]
+    assert len(rows) == 5
+    for model in ("baseline", "hybrid"):
+        for ctx in (256, 512):
+            runs = default_runs(all_facts, model, ctx)
+            r = row(rows, model=model, context=ctx, variant="default")
+            assert r["runs"] == "2"
+            assert r["ms/step"] == f"{mean(f['ms_per_step'] for f in runs):.1f}"
+            assert r["steps"] == "20" == str(runs[0]["steps"])
+            assert r["epochs"] == f"{mean(f['epochs'] for f in runs):.3f}"
+            assert r["artifact bytes (max)"] == f"{max(f['bytes_total'] for f in runs):,}"
+            assert r["peak alloc MiB (max)"] == "–"  # CPU runs log no CUDA memory
+
+
+def test_non_default_kernels_are_their_own_row(report):
+    all_facts = fixture_facts()
+    (variant_run,) = [f for f in all_facts if f["sdpa_requested"] != "auto"]
+    rows = report["tables"]["Final val_bpb (int8+zlib round trip)"]
+    r = row(rows, model="hybrid", context=512, variant=VARIANT)
+    assert r["val_bpb (mean)"] == f"{variant_run['val_bpb']:.4f}"
+    default = row(rows, model="hybrid", context=512, variant="default")
+    runs = default_runs(all_facts, "hybrid", 512)
+    assert variant_run not in runs
+    assert default["val_bpb (mean)"] == f"{mean(f['val_bpb'] for f in runs):.4f}"
+    assert row(report["tables"]["Speed, steps, data seen, memory and artifact size"], model="hybrid", context=512,
+               variant=VARIANT)["runs"] == "1"
+
+
+def test_val_bpb_by_step_table(report):
+    all_facts = [f for f in fixture_facts() if f["ctx"] == 512]
+    rows = report["tables"]["val_bpb by step at context 512"]
+    assert [int(r["step"]) for r in rows] == [0, 5, 10, 15, 20]
+    assert len(rows[0]) == 1 + len(all_facts)
+    for f in all_facts:
+        column = f"{f['model']} seed {f['seed']}" + ("" if f["sdpa_requested"] == "auto" else f" [{VARIANT}]")
+        assert [r[column] for r in rows] == [f"{f['curve'][int(r['step'])]:.4f}" for r in rows]
+
+
+def test_runs_table_lists_every_log(report):
+    rows = report["tables"]["Runs"]
+    assert sorted(r["run_id"] for r in rows) == sorted(f["run_id"] for f in fixture_facts())
+    assert {r["status"] for r in rows} == {"finished"}
+
+
+def test_submission_matches_schema_and_logs(report):
+    sub = json.loads(report["submission"].read_text())
+    assert set(sub) == SUBMISSION_KEYS
+    all_facts = fixture_facts()
+    runs = default_runs(all_facts, "hybrid", 512)
+    assert sub["track"] == "non_record_16mb"
+    assert isinstance(sub["name"], str) and sub["name"] and isinstance(sub["notes"], str) and sub["notes"]
+    assert sub["val_bpb"] == pytest.approx(mean(f["val_bpb"] for f in runs), abs=1e-8)
+    assert sub["val_loss"] == pytest.approx(mean(f["val_loss"] for f in runs), abs=1e-8)
+    assert sub["seeds"] == [1, 2]
+    assert sub["seed_results"] == {str(f["seed"]): {"val_bpb": f["val_bpb"], "val_loss": f["val_loss"]} for f in runs}
+    assert sub["bytes_total"] == max(f["bytes_total"] for f in runs)
+    assert sub["bytes_code"] == max(f["bytes_code"] for f in runs)
+    assert sub["date"] == max(f["run_date"] for f in all_facts).strftime("%Y-%m-%d")
+    base = mean(f["val_bpb"] for f in default_runs(all_facts, "baseline", 512))
+    assert f"{base:.4f}" in sub["notes"]
+
+
+def test_headline_context_option_and_no_submission_without_it(tmp_path):
+    result = run_report(tmp_path / "a", headline=256)
+    assert result["proc"].returncode == 0, result["proc"].stderr
+    sub = json.loads(result["submission"].read_text())
+    assert sub["seeds"] == [1, 2]
+    assert sub["val_bpb"] == pytest.approx(mean(f["val_bpb"] for f in default_runs(fixture_facts(), "hybrid", 256)),
+                                           abs=1e-8)
+    result = run_report(tmp_path / "b", headline=32768)  # the default: no such runs in the fixture
+    assert result["proc"].returncode == 0
+    assert not result["submission"].exists()
+    assert "No submission" in section_of(result["readme"]) and "not written" in result["proc"].stderr
+
+
+def test_only_the_marked_section_changes(report):
+    text = report["readme"].read_text(encoding="utf-8")
+    assert text.startswith(README_BEFORE + BEGIN + "\n")
+    assert text.endswith(END + README_AFTER)
+    assert "old\n" not in section_of(report["readme"])
+    assert report["proc"].stdout == section_of(report["readme"])  # the tables are printed too
+
+
+def test_markers_are_appended_when_absent(tmp_path):
+    result = run_report(tmp_path / "a", readme_text="# Someone's README\n\nText.\n")
+    text = result["readme"].read_text(encoding="utf-8")
+    assert text.startswith("# Someone's README\n\nText.\n\n" + BEGIN + "\n")
+    assert text.endswith(END + "\n") and text.count(BEGIN) == 1
+    first = text
+    assert run_report(tmp_path / "a", readme_text=None)["proc"].returncode == 0  # rerun: same bytes
+    assert result["readme"].read_text(encoding="utf-8") == first
+    missing = run_report(tmp_path / "b", readme_text=None)  # no README at all: created with the section
+    assert missing["readme"].read_text(encoding="utf-8").startswith(BEGIN + "\n")
+
+
+def test_outputs_are_deterministic(report, tmp_path):
+    again = run_report(tmp_path / "again")
+    assert again["proc"].returncode == 0
+    names = ["README.md", "submission.json", "figures/val_bpb_vs_time.png", "figures/ms_per_step_vs_context.png"]
+    first_dir = report["readme"].parent
+    for name in names:
+        assert (first_dir / name).read_bytes() == (tmp_path / "again" / name).read_bytes(), name
+    assert again["proc"].stdout == report["proc"].stdout
+    for name in names[2:]:
+        assert (first_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unfinished_log_is_listed_and_excluded(tmp_path):
+    logs = tmp_path / "logs"
+    shutil.copytree(FIXTURE_LOGS, logs)
+    runs = default_runs(fixture_facts(), "hybrid", 512)
+    cut = logs / runs[1]["file"]
+    text = cut.read_text(encoding="utf-8")
+    cut.write_text(text[:text.index("\nstep:15/20 train_loss:") + 1], encoding="utf-8")  # killed mid-run
+    result = run_report(tmp_path / "out", logs=logs)
+    assert result["proc"].returncode == 0, result["proc"].stderr
+    section = section_of(result["readme"])
+    found = tables(section)
+    assert row(found["Runs"], run_id=runs[1]["run_id"])["status"] == "unfinished"
+    assert f"`{runs[1]['run_id']}`" in section.split("Unfinished (no final round-trip line")[1].splitlines()[0]
+    r = row(found["Final val_bpb (int8+zlib round trip)"], model="hybrid", context=512, variant="default")
+    assert r["val_bpb (mean)"] == f"{runs[0]['val_bpb']:.4f}" and r["val_bpb per seed"].startswith("1: ")
+    assert json.loads(result["submission"].read_text())["seeds"] == [1]
+    column = "hybrid seed 2 (unfinished)"
+    assert [x[column] for x in found["val_bpb by step at context 512"]][-2:] == ["–", "–"]
+
+
+def test_published_kernel_settings_are_a_variant(tmp_path):
+    logs = tmp_path / "logs"
+    shutil.copytree(FIXTURE_LOGS, logs)
+    source = sorted(logs.glob("baseline_512_seed1_*.txt"))[0]
+    text = source.read_text(encoding="utf-8")  # as if run with SDPA_BACKEND=flash GRAD_ACCUM_STEPS=8
+    text = text.replace("config sdpa_backend:'auto'", "config sdpa_backend:'flash'")
+    text = re.sub(r"^sdpa_backend:\w+", "sdpa_backend:flash", text, flags=re.M)
+    text = text.replace("_seed1_", "_seed1_flash_")
+    (logs / source.name.replace("_seed1_", "_seed1_flash_")).write_text(text, encoding="utf-8")
+    result = run_report(tmp_path / "out", logs=logs)
+    found = tables(section_of(result["readme"]))
+    label = "SDPA_BACKEND=flash (published kernels)"
+    assert row(found["Speed, steps, data seen, memory and artifact size"], model="baseline", context=512,
+               variant=label)["runs"] == "1"
+    assert row(found["Speed, steps, data seen, memory and artifact size"], model="baseline", context=512,
+               variant="default")["runs"] == "2"
+
+
+def test_gpu_logs(tmp_path):
+    result = run_report(tmp_path, logs=GPU_LOGS, headline=8192)
+    assert result["proc"].returncode == 0, result["proc"].stderr
+    found = tables(section_of(result["readme"]))
+    speed = found["Speed, steps, data seen, memory and artifact size"]
+    base = row(speed, model="baseline", context=8192)
+    hyb = row(speed, model="hybrid", context=8192)
+    assert base["device"] == hyb["device"] == "NVIDIA H100 80GB HBM3"
+    assert (base["ms/step"], hyb["ms/step"]) == ("483.2", "963.8")
+    assert (base["peak alloc MiB (max)"], hyb["peak alloc MiB (max)"]) == ("7,855", "9,876")
+    assert (base["artifact bytes (max)"], hyb["artifact bytes (max)"]) == ("5,080,340", "6,053,695")
+    published = row(found["Compared with the published study"], model="hybrid", context=8192)
+    assert published["val_bpb (ours)"] == "3.5541" and published["val_bpb (published)"] == "1.3810"
+    assert published["ms/step (published)"] == "757"
+    sub = json.loads(result["submission"].read_text())
+    assert sub["date"] == "2026-11-22"  # from the nvidia-smi banner in the log
+    assert sub["val_bpb"] == 3.55409578 and sub["bytes_code"] == 60697
+
+
+def test_bad_inputs(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run_report(tmp_path / "a", logs=empty)["proc"].returncode == 2
+    assert run_report(tmp_path / "b", logs=tmp_path / "nowhere")["proc"].returncode == 2
+    logs = tmp_path / "logs"
+    shutil.copytree(GPU_LOGS, logs)
+    (logs / "notes.txt").write_text("not a log\n")
+    result = run_report(tmp_path / "c", logs=logs, headline=8192)
+    assert result["proc"].returncode == 0
+    assert "notes.txt" in result["proc"].stderr and "notes.txt" in section_of(result["readme"])
+
+
+def test_wallclock_capped_and_killed_runs_from_the_launchers(tmp_path):
+    """Real logs of the launchers on CPU (tiny model, MAX_WALLCLOCK_SECONDS=15/20): one baseline run
+    stopped by the wall-clock cap after 1 step, one baseline run that crashed in its first warm-up
+    step, one hybrid run killed during warm-up."""
+    logs = REPO_ROOT / "tests" / "fixtures" / "report_logs_launcher"
+    result = run_report(tmp_path, logs=logs, headline=8192)
+    assert result["proc"].returncode == 0, result["proc"].stderr
+    found = tables(section_of(result["readme"]))
+    by_id = {r["run_id"]: r for r in found["Runs"]}
+    capped = by_id["baseline_8192_seed3_20261122_205647"]
+    text = (logs / "baseline_8192_seed3_20261122_205647.txt").read_text(encoding="utf-8")
+    stop = re.search(r"^stopping_early: wallclock_cap train_time:\d+ms step:(\d+)/", text, re.M)[1]
+    assert capped["status"] == "finished" and capped["steps"] == stop == "1"
+    assert by_id["baseline_8192_seed3_20261122_205548"]["status"] == "unfinished"
+    assert by_id["hybrid_8192_seed3_20261122_204039"]["status"] == "unfinished"
+    assert row(found["Speed, steps, data seen, memory and artifact size"], model="baseline", context=8192)["runs"] == "1"
+    assert "Wall-clock budget: 15 s, 20 s." in section_of(result["readme"])
+    assert not result["submission"].exists()  # no finished hybrid
