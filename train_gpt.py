@@ -103,7 +103,10 @@ class Hyperparameters:
         self.warmdown_frac = env_value(env, "WARMDOWN_FRAC", 0.0, float)
         self.train_batch_tokens = env_value(env, "TRAIN_BATCH_TOKENS", 524_288, int)
         self.train_seq_len = env_value(env, "TRAIN_SEQ_LEN", 1024, int)
-        self.grad_accum_steps = env_value(env, "GRAD_ACCUM_STEPS", 0, int)  # 0: 8 // world size, as published
+        # 0 = auto: on CUDA the fewest micro-steps whose measured memory fits (see choose_grad_accum_steps);
+        # elsewhere 8 // world size, the published setting.
+        self.grad_accum_steps = env_value(env, "GRAD_ACCUM_STEPS", 0, int)
+        self.grad_accum_memory_fraction = env_value(env, "GRAD_ACCUM_MEMORY_FRACTION", 0.8, float)
         self.max_wallclock_seconds = env_value(env, "MAX_WALLCLOCK_SECONDS", 600.0, float)
         # Model shape.
         self.vocab_size = env_value(env, "VOCAB_SIZE", 1024, int)
@@ -144,8 +147,9 @@ class Hyperparameters:
 
     def resolve(self, world_size: int) -> None:
         """Fill derived values and check everything that can be checked without reading data."""
+        self.grad_accum_requested = self.grad_accum_steps
         if self.grad_accum_steps == 0:
-            self.grad_accum_steps = max(1, 8 // world_size)
+            self.grad_accum_steps = max(1, 8 // world_size)  # auto starts here; a CUDA probe may lower it
         checks = [
             (self.num_layers >= 1, f"NUM_LAYERS={self.num_layers} must be >= 1"),
             (self.num_heads >= 1 and self.num_kv_heads >= 1, "NUM_HEADS and NUM_KV_HEADS must be >= 1"),
@@ -158,7 +162,9 @@ class Hyperparameters:
             (self.mlp_mult >= 1, f"MLP_MULT={self.mlp_mult} must be >= 1"),
             (2 <= self.vocab_size <= 65_536, f"VOCAB_SIZE={self.vocab_size} must fit uint16 tokens (2..65536)"),
             (self.train_seq_len >= 1, f"TRAIN_SEQ_LEN={self.train_seq_len} must be >= 1"),
-            (self.grad_accum_steps >= 1, f"GRAD_ACCUM_STEPS={self.grad_accum_steps} must be >= 1"),
+            (self.grad_accum_steps >= 1, f"GRAD_ACCUM_STEPS={self.grad_accum_steps} must be >= 0 (0 = auto)"),
+            (0.05 <= self.grad_accum_memory_fraction <= 1.0,
+             f"GRAD_ACCUM_MEMORY_FRACTION={self.grad_accum_memory_fraction} must be in [0.05, 1]"),
             (self.iterations >= 0 and self.warmup_steps >= 0, "ITERATIONS and WARMUP_STEPS must be >= 0"),
             (self.max_wallclock_seconds >= 0, "MAX_WALLCLOCK_SECONDS must be >= 0 (0 disables the cap)"),
             (0.0 <= self.warmdown_frac <= 1.0, f"WARMDOWN_FRAC={self.warmdown_frac} must be in [0, 1]"),
@@ -644,7 +650,9 @@ class GPT(nn.Module):
         self.num_encoder_layers = h.num_layers // 2
         self.num_decoder_layers = h.num_layers - self.num_encoder_layers
         num_skips = min(self.num_encoder_layers, self.num_decoder_layers)
-        self.skip_weights = nn.Parameter(torch.ones(num_skips, h.model_dim, dtype=torch.float32))
+        # With one layer there are no skips; an empty tensor that wants a gradient would trip DDP.
+        self.skip_weights = nn.Parameter(torch.ones(num_skips, h.model_dim, dtype=torch.float32),
+                                         requires_grad=num_skips > 0)
         self.blocks = nn.ModuleList([Block(h.model_dim, h.mlp_mult, make_mixer(h, i)) for i in range(h.num_layers)])
         self.final_norm = RMSNorm()
         nn.init.normal_(self.tok_emb.weight, mean=0.0, std=h.tied_embed_init_std)
@@ -755,6 +763,21 @@ def run_train_step(h: Hyperparameters, model: nn.Module, base_model: GPT, optimi
     for opt in optimizers:
         opt.zero_grad(set_to_none=True)
     return train_loss / h.grad_accum_steps
+
+
+def choose_grad_accum_steps(h: Hyperparameters, world_size: int, bytes_per_micro_token: float,
+                            device_bytes: int) -> int:
+    """The fewest micro-steps (whole sequences each) whose predicted peak memory fits the budget.
+
+    The prediction scales the probe's peak per micro-batch token, fixed costs included, so it errs
+    on the large side. Never more micro-steps than the probe used.
+    """
+    seqs_per_rank = h.train_batch_tokens // (world_size * h.train_seq_len)
+    budget = h.grad_accum_memory_fraction * device_bytes
+    for steps in range(1, h.grad_accum_steps + 1):
+        if seqs_per_rank % steps == 0 and bytes_per_micro_token * (seqs_per_rank // steps) * h.train_seq_len <= budget:
+            return steps
+    return h.grad_accum_steps
 
 
 def lr_multiplier(h: Hyperparameters, step: int, elapsed_ms: float) -> float:
@@ -882,6 +905,8 @@ def main() -> None:
         raise ConfigError(f"{log_path} exists: RUN_ID={h.run_id} was already used; pick a new RUN_ID "
                           f"(a run never appends to another run's log)")
 
+    if distributed:
+        dist.barrier()  # every rank has checked the log path before rank 0 creates it
     logfile = None
     if master:
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -923,7 +948,6 @@ def main() -> None:
     log0(f"model_params:{n_params}")
     for line in mixer_log_lines(h):
         log0(line)
-    log0(f"world_size:{world_size} grad_accum_steps:{h.grad_accum_steps} device:{device} compile:{compiled}")
     log0(f"train_batch_tokens:{h.train_batch_tokens} train_seq_len:{h.train_seq_len} iterations:{h.iterations} "
          f"warmup_steps:{h.warmup_steps} max_wallclock_seconds:{h.max_wallclock_seconds:.3f}")
     log0(f"tied_embed_lr:{h.tied_embed_lr} matrix_lr:{h.matrix_lr} scalar_lr:{h.scalar_lr} "
@@ -948,10 +972,26 @@ def main() -> None:
     # Warm-up: compile and autotune on real steps, then restore the initial weights and optimizer state
     # so the timed run starts from step 0 exactly as if the warm-up never happened.
     train_loader = DistributedTokenLoader(train_files, rank, world_size, device)
-    if h.warmup_steps > 0:
+    probe_memory = h.grad_accum_requested == 0 and use_cuda
+    if h.warmup_steps > 0 or probe_memory:
         initial_model_state = {k: v.detach().clone() for k, v in base_model.state_dict().items()}
         initial_optimizer_states = [copy.deepcopy(opt.state_dict()) for opt in optimizers]
         warmup_t0 = time.perf_counter()
+        if probe_memory:
+            # One step at the most micro-steps measures memory per micro-batch token; the warm-up then
+            # compiles the chosen shape. Fewer, larger micro-steps launch fewer kernels (the hybrid's
+            # GDN layers are launch-bound at 8 micro-steps) and compute the same gradient.
+            torch.cuda.reset_peak_memory_stats(device)
+            train_step(train_loader, 1.0, h.muon_momentum_warmup_start)
+            peak = torch.tensor(float(torch.cuda.max_memory_allocated(device)), device=device)
+            if distributed:
+                dist.all_reduce(peak, op=dist.ReduceOp.MAX)
+            micro_tokens = h.train_batch_tokens // (world_size * h.grad_accum_steps)
+            chosen = choose_grad_accum_steps(h, world_size, peak.item() / micro_tokens,
+                                             torch.cuda.get_device_properties(device).total_memory)
+            log0(f"grad_accum_probe: micro_tokens:{micro_tokens} peak:{peak.item() / 2**30:.2f}GiB "
+                 f"memory_fraction:{h.grad_accum_memory_fraction} -> grad_accum_steps:{chosen}")
+            h.grad_accum_steps = chosen
         for warmup_step in range(h.warmup_steps):
             train_step(train_loader, 1.0, h.muon_momentum_warmup_start)
             if h.warmup_steps <= 20 or (warmup_step + 1) % 10 == 0 or warmup_step + 1 == h.warmup_steps:
@@ -962,6 +1002,9 @@ def main() -> None:
         for opt, state in zip(optimizers, initial_optimizer_states, strict=True):
             opt.load_state_dict(state)
         train_loader = DistributedTokenLoader(train_files, rank, world_size, device)
+    if use_cuda:
+        torch.cuda.reset_peak_memory_stats(device)  # the logged peak is the timed run's, not the probe's
+    log0(f"world_size:{world_size} grad_accum_steps:{h.grad_accum_steps} device:{device} compile:{compiled}")
 
     training_time_ms = 0.0
     stop_after_step: int | None = None

@@ -165,9 +165,15 @@ class Run:
         gdn = self.config.get("gdn_backend", "auto")
         if gdn != "auto":
             parts.append(f"GDN_BACKEND={gdn}")
-        default_accum = max(1, 8 // max(self.world_size, 1))
-        if self.grad_accum_steps is not None and self.grad_accum_steps != default_accum:
-            parts.append(f"GRAD_ACCUM_STEPS={self.grad_accum_steps}")
+        requested = self.config.get("grad_accum_requested")
+        if requested is not None:
+            # Trainers that log the request: 0 is auto (the default), whatever micro-steps it chose.
+            if int(requested) != 0:
+                parts.append(f"GRAD_ACCUM_STEPS={int(requested)}")
+        else:
+            default_accum = max(1, 8 // max(self.world_size, 1))
+            if self.grad_accum_steps is not None and self.grad_accum_steps != default_accum:
+                parts.append(f"GRAD_ACCUM_STEPS={self.grad_accum_steps}")
         if not parts:
             return "default"
         label = " ".join(parts)
