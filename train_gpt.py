@@ -1080,6 +1080,9 @@ def main() -> None:
     if logfile is not None:
         logfile.close()
     if distributed:
+        # Free DDP (its reducer holds the process group) while the group is alive: freeing it after
+        # destroy_process_group can deadlock gloo's teardown (a worker thread waits for the GIL).
+        del model
         dist.destroy_process_group()
 
 

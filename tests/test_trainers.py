@@ -283,7 +283,7 @@ def test_torchrun_two_processes_match_one(tiny_data, tmp_path):
         run_env = dict(env, RUN_ID=f"ddp{nproc}", GRAD_ACCUM_STEPS=str(accum))
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                str(REPO_ROOT / "train_gpt_gdn.py")]
-        result = subprocess.run(cmd, cwd=tmp_path, env=run_env, capture_output=True, text=True, timeout=600)
+        result = subprocess.run(cmd, cwd=tmp_path, env=run_env, capture_output=True, text=True, timeout=240)
         assert result.returncode == 0, result.stderr[-3000:]
         text = (tmp_path / "logs" / f"ddp{nproc}.txt").read_text(encoding="utf-8")
         assert f"world_size:{nproc} grad_accum_steps:{accum}" in text
