@@ -963,6 +963,24 @@ def choose_grad_accum_steps(h: Hyperparameters, world_size: int, bytes_per_micro
     return h.grad_accum_steps
 
 
+def probe_grad_accum_steps(h: Hyperparameters, world_size: int, device: torch.device, distributed: bool,
+                           one_step) -> str:
+    """CUDA only: run one_step() at the current micro-steps, measure its peak memory, and set
+    h.grad_accum_steps to choose_grad_accum_steps' answer. Returns the log line."""
+    torch.cuda.reset_peak_memory_stats(device)
+    one_step()
+    peak = torch.tensor(float(torch.cuda.max_memory_allocated(device)), device=device)
+    if distributed:
+        dist.all_reduce(peak, op=dist.ReduceOp.MAX)  # every rank must pick the same number
+    micro_tokens = h.train_batch_tokens // (world_size * h.grad_accum_steps)
+    chosen = choose_grad_accum_steps(h, world_size, peak.item() / micro_tokens,
+                                     torch.cuda.get_device_properties(device).total_memory)
+    line = (f"grad_accum_probe: micro_tokens:{micro_tokens} peak:{peak.item() / 2**30:.2f}GiB "
+            f"memory_fraction:{h.grad_accum_memory_fraction} -> grad_accum_steps:{chosen}")
+    h.grad_accum_steps = chosen
+    return line
+
+
 def lr_multiplier(h: Hyperparameters, step: int, elapsed_ms: float) -> float:
     """LR scale: 1, then a linear warm-down to 0 at the end of the run, in wall-clock time when capped.
 
@@ -1164,17 +1182,8 @@ def main() -> None:
             # One step at the most micro-steps measures memory per micro-batch token; the warm-up then
             # compiles the chosen shape. Fewer, larger micro-steps launch fewer kernels (the hybrid's
             # GDN layers are launch-bound at 8 micro-steps) and compute the same gradient.
-            torch.cuda.reset_peak_memory_stats(device)
-            train_step(train_loader, 1.0, h.muon_momentum_warmup_start)
-            peak = torch.tensor(float(torch.cuda.max_memory_allocated(device)), device=device)
-            if distributed:
-                dist.all_reduce(peak, op=dist.ReduceOp.MAX)
-            micro_tokens = h.train_batch_tokens // (world_size * h.grad_accum_steps)
-            chosen = choose_grad_accum_steps(h, world_size, peak.item() / micro_tokens,
-                                             torch.cuda.get_device_properties(device).total_memory)
-            log0(f"grad_accum_probe: micro_tokens:{micro_tokens} peak:{peak.item() / 2**30:.2f}GiB "
-                 f"memory_fraction:{h.grad_accum_memory_fraction} -> grad_accum_steps:{chosen}")
-            h.grad_accum_steps = chosen
+            log0(probe_grad_accum_steps(h, world_size, device, distributed,
+                                        lambda: train_step(train_loader, 1.0, h.muon_momentum_warmup_start)))
         for warmup_step in range(h.warmup_steps):
             train_step(train_loader, 1.0, h.muon_momentum_warmup_start)
             if h.warmup_steps <= 20 or (warmup_step + 1) % 10 == 0 or warmup_step + 1 == h.warmup_steps:

@@ -4,7 +4,8 @@
 For each model and context the real model and optimizers are built by the trainer's own code
 (Hyperparameters, choose_sdpa_backend, build_model, build_optimizers, run_train_step) with its
 default settings plus the published batch: TRAIN_BATCH_TOKENS 393,216 at contexts up to 16,384 and
-524,288 above (32,768), GRAD_ACCUM_STEPS from the trainer (8 on one GPU). Any other trainer setting
+524,288 above (32,768), GRAD_ACCUM_STEPS as the trainer chooses it (auto: one untimed probe step on
+CUDA picks the fewest micro-steps that fit memory; 8 on CPU). Any other trainer setting
 comes in through --env KEY=VALUE (e.g. SDPA_BACKEND=flash, COMPILE=0, GRAD_ACCUM_STEPS=4); the
 shell's environment is NOT read, so a stray exported TRAIN_SEQ_LEN cannot leak in.
 
@@ -285,15 +286,25 @@ def run_config(model_name: str, context: int, env: dict[str, str], device: torch
     for line in record["mixer_lines"]:
         log(f"  {line}")
 
-    next_batch = SyntheticBatches(h.vocab_size, micro_tokens, h.train_seq_len, device,
-                                  distinct_micro_batches=h.grad_accum_steps)
     lr_scale, momentum = 1.0, h.muon_momentum
+    batches = {}
 
     def step() -> torch.Tensor:
-        return trainer.run_train_step(h, model, base_model, optimizers, next_batch, lr_scale, momentum,
-                                      distributed=False, autocast_enabled=use_cuda)
+        # One synthetic micro-batch source per micro-step count (the memory probe can change it).
+        if h.grad_accum_steps not in batches:
+            batches[h.grad_accum_steps] = SyntheticBatches(
+                h.vocab_size, h.train_batch_tokens // h.grad_accum_steps, h.train_seq_len, device,
+                distinct_micro_batches=h.grad_accum_steps)
+        return trainer.run_train_step(h, model, base_model, optimizers, batches[h.grad_accum_steps], lr_scale,
+                                      momentum, distributed=False, autocast_enabled=use_cuda)
 
     t_warm = time.perf_counter()
+    if use_cuda and h.grad_accum_requested == 0:
+        # GRAD_ACCUM_STEPS not given: choose it as the trainer does (one probe step, untimed).
+        log(f"  {trainer.probe_grad_accum_steps(h, 1, device, False, step)}")
+        micro_tokens = h.train_batch_tokens // h.grad_accum_steps
+        record.update(grad_accum_steps=h.grad_accum_steps, seqs_per_micro_step=micro_tokens // h.train_seq_len,
+                      grad_accum_auto=True)
     for _ in range(warmup):
         step()
     sync(device)
