@@ -138,6 +138,8 @@ class Hyperparameters:
         self.gdn_expand_v = env_value(env, "GDN_EXPAND_V", 2.0, float)  # value head dim / key head dim
         self.gdn_conv_size = env_value(env, "GDN_CONV_SIZE", 4, int)
         self.gdn_backend = env_value(env, "GDN_BACKEND", "auto", str).lower()
+        # GDN on fla only: L2 norm, decay gate and 2*sigmoid beta inside the kernel (off until checked on a GPU).
+        self.gdn_fla_fused = env_flag(env, "GDN_FLA_FUSED", False)
         # Kernels.
         self.compile = env_flag(env, "COMPILE", True)  # only takes effect on CUDA
         self.sdpa_backend = env_value(env, "SDPA_BACKEND", "auto", str).lower()
@@ -718,6 +720,22 @@ def gated_delta_rule_fla(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tenso
 
 
 @torch.compiler.disable
+@torch.compiler.disable
+def gated_delta_rule_fla_fused(q: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, A_log: Tensor,
+                               dt_bias: Tensor, scale: float) -> Tensor:
+    """The same maths with fla doing the pre-processing in its kernels: q, k un-normalised
+    (use_qk_l2norm_in_kernel), a the raw decay input (use_gate_in_kernel: g = -exp(A_log)
+    softplus(a + dt_bias)), b the raw beta logit (use_beta_sigmoid_in_kernel + allow_neg_eigval:
+    beta = 2 sigmoid(b)). Saves the separate elementwise passes and their activations."""
+    from fla.ops.gated_delta_rule import chunk_gated_delta_rule
+
+    o, _ = chunk_gated_delta_rule(q, k, v, a.float(), b.float(), scale=scale, output_final_state=False,
+                                  use_qk_l2norm_in_kernel=True, use_gate_in_kernel=True, A_log=A_log,
+                                  dt_bias=dt_bias, use_beta_sigmoid_in_kernel=True, allow_neg_eigval=True)
+    return o
+
+
+@torch.compiler.disable
 def causal_conv_silu_fla(x: Tensor, weight: Tensor) -> Tensor:
     from fla.modules.causal_conv1d import causal_conv1d
 
@@ -734,10 +752,12 @@ def causal_conv_silu(x: Tensor, weight: Tensor, backend: str) -> Tensor:
 
 
 class GatedDeltaNet(nn.Module):
-    def __init__(self, dim: int, num_heads: int, key_dim: int, value_dim: int, conv_size: int, backend: str):
+    def __init__(self, dim: int, num_heads: int, key_dim: int, value_dim: int, conv_size: int, backend: str,
+                 fla_fused: bool = False):
         super().__init__()
         self.num_heads, self.key_dim, self.value_dim = num_heads, key_dim, value_dim
         self.backend = backend
+        self.fla_fused = fla_fused and backend == "fla"
         key_width, value_width = num_heads * key_dim, num_heads * value_dim
         self.q_proj = CastedLinear(dim, key_width, bias=False)
         self.k_proj = CastedLinear(dim, key_width, bias=False)
@@ -763,14 +783,17 @@ class GatedDeltaNet(nn.Module):
         q = causal_conv_silu(self.q_proj(x), self.q_conv, self.backend).view(bsz, seq_len, heads, self.key_dim)
         k = causal_conv_silu(self.k_proj(x), self.k_conv, self.backend).view(bsz, seq_len, heads, self.key_dim)
         v = causal_conv_silu(self.v_proj(x), self.v_conv, self.backend).view(bsz, seq_len, heads, self.value_dim)
-        q, k = l2_normalize(q), l2_normalize(k)
-        beta = 2.0 * torch.sigmoid(self.b_proj(x).float())  # [B, T, H] in (0, 2)
-        g = -self.A_log.exp() * F.softplus(self.a_proj(x).float() + self.dt_bias)  # [B, T, H] log-decay < 0
         scale = self.key_dim**-0.5
-        if self.backend == "fla":
-            o = gated_delta_rule_fla(q, k, v, g, beta, scale)
+        if self.fla_fused:
+            o = gated_delta_rule_fla_fused(q, k, v, self.a_proj(x), self.b_proj(x), self.A_log, self.dt_bias, scale)
         else:
-            o = gated_delta_rule_chunked(q, k, v, g, beta, scale)
+            q, k = l2_normalize(q), l2_normalize(k)
+            beta = 2.0 * torch.sigmoid(self.b_proj(x).float())  # [B, T, H] in (0, 2)
+            g = -self.A_log.exp() * F.softplus(self.a_proj(x).float() + self.dt_bias)  # [B, T, H] log-decay < 0
+            if self.backend == "fla":
+                o = gated_delta_rule_fla(q, k, v, g, beta, scale)
+            else:
+                o = gated_delta_rule_chunked(q, k, v, g, beta, scale)
         o = F.rms_norm(o.float(), (self.value_dim,), self.o_norm_weight, eps=GDN_NORM_EPS).to(x.dtype)
         o = o * F.silu(self.g_proj(x).view(bsz, seq_len, heads, self.value_dim))  # [B, T, H, V]
         return self.o_proj(o.reshape(bsz, seq_len, heads * self.value_dim))
@@ -781,7 +804,7 @@ def make_mixer(h: Hyperparameters, layer_idx: int) -> nn.Module:
         head_dim = h.model_dim // h.num_heads
         key_dim = round(h.gdn_head_dim_ratio * head_dim)
         return GatedDeltaNet(h.model_dim, h.num_heads, key_dim, int(h.gdn_expand_v * key_dim), h.gdn_conv_size,
-                             gdn_backend_for(h))
+                             gdn_backend_for(h), fla_fused=h.gdn_fla_fused)
     return CausalSelfAttention(h.model_dim, h.num_heads, h.num_kv_heads, h.rope_base, h.qk_gain_init)
 
 
@@ -791,7 +814,8 @@ def mixer_log_lines(h: Hyperparameters) -> list[str]:
     attn_layers = [i for i in range(h.num_layers) if i not in h.gdn_layers]
     return [f"gdn_layers:{sorted(h.gdn_layers)} attn_layers:{attn_layers}",
             f"gdn_backend:{gdn_backend_for(h)} gdn_heads:{h.num_heads} gdn_key_dim:{key_dim} "
-            f"gdn_value_dim:{int(h.gdn_expand_v * key_dim)} gdn_conv_size:{h.gdn_conv_size}"]
+            f"gdn_value_dim:{int(h.gdn_expand_v * key_dim)} gdn_conv_size:{h.gdn_conv_size} "
+            f"gdn_fla_fused:{h.gdn_fla_fused and gdn_backend_for(h) == 'fla'}"]
 
 
 def mixer_compile_fullgraph(h: Hyperparameters) -> bool:

@@ -109,3 +109,28 @@ def test_fla_mixer_matches_torch_mixer():
     assert rel_err(dx_fla, dx_ref) < 3e-2
     for name in grads_ref:
         assert rel_err(grads_fla[name], grads_ref[name]) < 3e-2, name
+
+
+@needs_fla
+def test_fla_fused_mixer_matches_unfused():
+    """GDN_FLA_FUSED=1 (L2 norm, gate and beta inside fla's kernel) against the unfused fla mixer:
+    output and every gradient, A_log and dt_bias included, in bf16 autocast."""
+    torch.manual_seed(0)
+    plain = gdn.GatedDeltaNet(448, 8, 42, 84, 4, backend="fla").cuda()
+    torch.nn.init.normal_(plain.o_proj.weight, std=0.02)
+    fused = gdn.GatedDeltaNet(448, 8, 42, 84, 4, backend="fla", fla_fused=True).cuda()
+    fused.load_state_dict(plain.state_dict())
+    assert fused.fla_fused and not plain.fla_fused
+    x = torch.randn(2, 333, 448, device="cuda")
+    results = []
+    for mixer in (fused, plain):
+        xin = x.clone().requires_grad_(True)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            y = mixer(xin)
+        y.float().square().mean().backward()
+        results.append((y.detach(), xin.grad, {n: p.grad for n, p in mixer.named_parameters()}))
+    (y_fused, dx_fused, grads_fused), (y_plain, dx_plain, grads_plain) = results
+    assert rel_err(y_fused, y_plain) < 1e-2
+    assert rel_err(dx_fused, dx_plain) < 2e-2
+    for name in grads_plain:
+        assert rel_err(grads_fused[name], grads_plain[name]) < 2e-2, name
