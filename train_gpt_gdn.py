@@ -137,6 +137,9 @@ class Hyperparameters:
         self.gdn_head_dim_ratio = env_value(env, "GDN_HEAD_DIM_RATIO", 0.75, float)  # key head dim / attention head dim
         self.gdn_expand_v = env_value(env, "GDN_EXPAND_V", 2.0, float)  # value head dim / key head dim
         self.gdn_conv_size = env_value(env, "GDN_CONV_SIZE", 4, int)
+        # Faster-shape variants (0 = derived as published): GDN heads, and key head dim (e.g. 4 x 64).
+        self.gdn_heads = env_value(env, "GDN_HEADS", 0, int)
+        self.gdn_key_dim = env_value(env, "GDN_KEY_DIM", 0, int)
         self.gdn_backend = env_value(env, "GDN_BACKEND", "auto", str).lower()
         # GDN on fla only: L2 norm, decay gate and 2*sigmoid beta inside the kernel (off until checked on a GPU).
         self.gdn_fla_fused = env_flag(env, "GDN_FLA_FUSED", False)
@@ -615,17 +618,24 @@ GDN_CHUNK_SIZE = 64
 GDN_NORM_EPS = 1e-6
 
 
+def gdn_dims(h: Hyperparameters) -> tuple[int, int, int]:
+    """(heads, key head dim, value head dim). Published: one GDN head per attention head, key dim
+    round(GDN_HEAD_DIM_RATIO x attention head dim), value dim GDN_EXPAND_V x key dim."""
+    heads = h.gdn_heads or h.num_heads
+    key_dim = h.gdn_key_dim or round(h.gdn_head_dim_ratio * (h.model_dim // max(h.num_heads, 1)))
+    return heads, key_dim, int(h.gdn_expand_v * key_dim)
+
+
 def mixer_config_checks(h: Hyperparameters) -> list[tuple[bool, str]]:
-    head_dim = h.model_dim // max(h.num_heads, 1)
+    heads, key_dim, value_dim = gdn_dims(h)
     return [
         (all(0 <= i < h.num_layers for i in h.gdn_layers),
          f"GDN_LAYERS={h.gdn_layers} has an index outside 0..NUM_LAYERS-1={h.num_layers - 1}"),
         (len(set(h.gdn_layers)) == len(h.gdn_layers), f"GDN_LAYERS={h.gdn_layers} repeats a layer"),
         (h.gdn_conv_size >= 1, f"GDN_CONV_SIZE={h.gdn_conv_size} must be >= 1"),
-        (round(h.gdn_head_dim_ratio * head_dim) >= 1,
-         f"GDN_HEAD_DIM_RATIO={h.gdn_head_dim_ratio} gives an empty key head (attention head dim {head_dim})"),
-        (int(h.gdn_expand_v * round(h.gdn_head_dim_ratio * head_dim)) >= 1,
-         f"GDN_EXPAND_V={h.gdn_expand_v} gives an empty value head"),
+        (h.gdn_heads >= 0 and h.gdn_key_dim >= 0, "GDN_HEADS and GDN_KEY_DIM must be >= 0 (0 = derived)"),
+        (key_dim >= 1, f"GDN_HEAD_DIM_RATIO={h.gdn_head_dim_ratio} / GDN_KEY_DIM={h.gdn_key_dim} give an empty key head"),
+        (value_dim >= 1, f"GDN_EXPAND_V={h.gdn_expand_v} gives an empty value head"),
         (h.gdn_backend in GDN_BACKENDS, f"GDN_BACKEND={h.gdn_backend!r} must be one of {GDN_BACKENDS}"),
         (h.gdn_backend != "fla" or fla_available(),
          "GDN_BACKEND=fla needs CUDA and the fla-core package (pip install fla-core==0.6.0)"),
@@ -801,20 +811,18 @@ class GatedDeltaNet(nn.Module):
 
 def make_mixer(h: Hyperparameters, layer_idx: int) -> nn.Module:
     if layer_idx in h.gdn_layers:
-        head_dim = h.model_dim // h.num_heads
-        key_dim = round(h.gdn_head_dim_ratio * head_dim)
-        return GatedDeltaNet(h.model_dim, h.num_heads, key_dim, int(h.gdn_expand_v * key_dim), h.gdn_conv_size,
-                             gdn_backend_for(h), fla_fused=h.gdn_fla_fused)
+        heads, key_dim, value_dim = gdn_dims(h)
+        return GatedDeltaNet(h.model_dim, heads, key_dim, value_dim, h.gdn_conv_size, gdn_backend_for(h),
+                             fla_fused=h.gdn_fla_fused)
     return CausalSelfAttention(h.model_dim, h.num_heads, h.num_kv_heads, h.rope_base, h.qk_gain_init)
 
 
 def mixer_log_lines(h: Hyperparameters) -> list[str]:
-    head_dim = h.model_dim // h.num_heads
-    key_dim = round(h.gdn_head_dim_ratio * head_dim)
+    heads, key_dim, value_dim = gdn_dims(h)
     attn_layers = [i for i in range(h.num_layers) if i not in h.gdn_layers]
     return [f"gdn_layers:{sorted(h.gdn_layers)} attn_layers:{attn_layers}",
-            f"gdn_backend:{gdn_backend_for(h)} gdn_heads:{h.num_heads} gdn_key_dim:{key_dim} "
-            f"gdn_value_dim:{int(h.gdn_expand_v * key_dim)} gdn_conv_size:{h.gdn_conv_size} "
+            f"gdn_backend:{gdn_backend_for(h)} gdn_heads:{heads} gdn_key_dim:{key_dim} "
+            f"gdn_value_dim:{value_dim} gdn_conv_size:{h.gdn_conv_size} "
             f"gdn_fla_fused:{h.gdn_fla_fused and gdn_backend_for(h) == 'fla'}"]
 
 

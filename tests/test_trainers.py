@@ -38,6 +38,23 @@ def test_hybrid_default_layout():
     assert torch.all(gdn.o_proj.weight == 0)  # zero-initialised output projection
 
 
+def test_power_of_two_gdn_variant():
+    """GDN_HEADS=4 GDN_KEY_DIM=64: 4 heads of 64/128 (a slightly larger state, 32,768 vs 28,224 per layer)."""
+    env = {"GDN_HEADS": "4", "GDN_KEY_DIM": "64"}
+    h = hybrid.Hyperparameters(env)
+    h.resolve(world_size=1)
+    gdn = hybrid.GPT(h).blocks[0].attn
+    assert (gdn.num_heads, gdn.key_dim, gdn.value_dim) == (4, 64, 128)
+    dim, key_width, value_width, heads = 448, 256, 512, 4
+    per_gdn = (2 * dim * key_width + 3 * dim * value_width  # q, k; v, gate, out
+               + 2 * dim * heads + 2 * heads + 128  # a, b; A_log, dt_bias; output norm
+               + 4 * (2 * key_width + value_width))  # depthwise convs
+    published = hybrid.GatedDeltaNet(448, 8, 42, 84, 4, "torch")
+    delta = per_gdn - sum(p.numel() for p in published.parameters())
+    assert count_params(hybrid, env) == 17_424_332 + 7 * delta
+    assert "gdn_heads:4 gdn_key_dim:64 gdn_value_dim:128" in hybrid.mixer_log_lines(h)[1]
+
+
 # ---------------------------------------------------------------- int8 + zlib
 
 
