@@ -88,6 +88,15 @@ def test_fla_kernel_matches_recurrence(dtype, tol):
         assert rel_err(grad, ref) < tol, name
 
 
+def run_mixer(mixer, x):
+    """Forward under bf16 autocast as in training, backward of a scalar: (output, dx, parameter grads)."""
+    xin = x.clone().requires_grad_(True)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        y = mixer(xin)
+    y.float().square().mean().backward()
+    return y.detach(), xin.grad, {n: p.grad for n, p in mixer.named_parameters()}
+
+
 @needs_fla
 def test_fla_mixer_matches_torch_mixer():
     """The whole mixer (fla's conv + kernel vs the PyTorch path), same weights, bf16 autocast as in training."""
@@ -97,14 +106,7 @@ def test_fla_mixer_matches_torch_mixer():
     torch_mixer = gdn.GatedDeltaNet(448, 8, 42, 84, 4, backend="torch").cuda()
     torch_mixer.load_state_dict(fla_mixer.state_dict())
     x = torch.randn(2, 333, 448, device="cuda")
-    results = []
-    for mixer in (fla_mixer, torch_mixer):
-        xin = x.clone().requires_grad_(True)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            y = mixer(xin)
-        y.float().square().mean().backward()
-        results.append((y.detach(), xin.grad, {n: p.grad for n, p in mixer.named_parameters()}))
-    (y_fla, dx_fla, grads_fla), (y_ref, dx_ref, grads_ref) = results
+    (y_fla, dx_fla, grads_fla), (y_ref, dx_ref, grads_ref) = (run_mixer(m, x) for m in (fla_mixer, torch_mixer))
     assert rel_err(y_fla, y_ref) < 2e-2
     assert rel_err(dx_fla, dx_ref) < 3e-2
     for name in grads_ref:
@@ -122,14 +124,7 @@ def test_fla_fused_mixer_matches_unfused():
     fused.load_state_dict(plain.state_dict())
     assert fused.fla_fused and not plain.fla_fused
     x = torch.randn(2, 333, 448, device="cuda")
-    results = []
-    for mixer in (fused, plain):
-        xin = x.clone().requires_grad_(True)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            y = mixer(xin)
-        y.float().square().mean().backward()
-        results.append((y.detach(), xin.grad, {n: p.grad for n, p in mixer.named_parameters()}))
-    (y_fused, dx_fused, grads_fused), (y_plain, dx_plain, grads_plain) = results
+    (y_fused, dx_fused, grads_fused), (y_plain, dx_plain, grads_plain) = (run_mixer(m, x) for m in (fused, plain))
     assert rel_err(y_fused, y_plain) < 1e-2
     assert rel_err(dx_fused, dx_plain) < 2e-2
     for name in grads_plain:
