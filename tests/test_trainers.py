@@ -312,6 +312,23 @@ def test_torchrun_two_processes_match_one(tiny_data, tmp_path):
     assert losses[0] == pytest.approx(losses[1], abs=1e-3)
 
 
+def test_micro_step_count_does_not_change_the_losses(tiny_data, tmp_path):
+    """Auto micro-steps may pick fewer, larger micro-batches: the same tokens give the same losses."""
+    losses = []
+    for accum in (4, 1):
+        workdir = tmp_path / f"accum{accum}"
+        workdir.mkdir()
+        result = run_trainer("train_gpt_gdn.py", tiny_data, workdir, RUN_ID="accum", GRAD_ACCUM_STEPS=accum,
+                             ITERATIONS=5, WARMUP_STEPS=0, TRAIN_LOG_EVERY=1, VAL_LOSS_EVERY=0)
+        assert result.returncode == 0, result.stderr[-3000:]
+        text = (workdir / "logs" / "accum.txt").read_text(encoding="utf-8")
+        assert f"grad_accum_steps:{accum} " in text
+        losses.append([float(v) for v in parse_log(text)["train_losses"]])
+    assert len(losses[0]) == 5
+    assert losses[0][0] == pytest.approx(losses[1][0], abs=1.5e-4)  # same weights and tokens; 4-decimal logs
+    assert losses[0] == pytest.approx(losses[1], abs=1e-3)  # then Muon's bf16 iteration adds ~1e-4 noise
+
+
 # ---------------------------------------------------------------- one skeleton
 
 
