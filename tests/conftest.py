@@ -10,18 +10,20 @@ import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+for path in (REPO_ROOT, REPO_ROOT / "data"):  # the trainers, and the data tools
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
 
 FIXTURE_DOCS = REPO_ROOT / "tests" / "fixtures" / "docs.jsonl"
 VAL_DOCS = 4
 
 
 def write_shard(path: Path, tokens: list[int]) -> None:
-    header = np.zeros(256, dtype="<i4")
-    header[:3] = (20240520, 1, len(tokens))
+    """A shard holding exactly these tokens (for tests that need a hand-made or broken one)."""
+    from shard_format import shard_header
+
     with open(path, "wb") as f:
-        f.write(header.tobytes())
+        f.write(shard_header(len(tokens)))
         f.write(np.asarray(tokens, dtype="<u2").tobytes())
 
 
@@ -31,31 +33,20 @@ def fixture_docs() -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory, fixture_docs) -> dict:
-    """A 1024-token SentencePiece BPE (the competition's settings) and shards, from real Wikipedia text."""
-    import sentencepiece as spm
+def tiny_data(tmp_path_factory) -> dict:
+    """Tokenizer (the competition's settings) and shards from real Wikipedia text, made by the project's
+    own data tool: the first VAL_DOCS articles validate, the rest train, in shards small enough that the
+    training stream crosses a file boundary."""
+    import prepare_local
 
     root = tmp_path_factory.mktemp("tiny_data")
-    train_text = root / "train.txt"
-    train_text.write_text("\n".join(fixture_docs[VAL_DOCS:]), encoding="utf-8")
-    spm.SentencePieceTrainer.train(
-        input=str(train_text), model_prefix=str(root / "tok"), model_type="bpe", vocab_size=1024,
-        byte_fallback=True, split_digits=True, normalization_rule_name="nmt_nfkc", add_dummy_prefix=False,
-        pad_id=0, bos_id=1, eos_id=2, unk_id=3, character_coverage=0.999, num_threads=1, minloglevel=2,
-    )
-    sp = spm.SentencePieceProcessor(model_file=str(root / "tok.model"))
-    data_dir = root / "shards"
-    data_dir.mkdir()
-
-    def encode(docs):
-        return [t for doc in docs for t in [sp.bos_id()] + sp.encode(doc)]
-
-    write_shard(data_dir / "fineweb_val_000000.bin", encode(fixture_docs[:VAL_DOCS]))
-    train_docs = fixture_docs[VAL_DOCS:]
-    half = len(train_docs) // 2  # two shards, so the stream crosses a file boundary
-    write_shard(data_dir / "fineweb_train_000000.bin", encode(train_docs[:half]))
-    write_shard(data_dir / "fineweb_train_000001.bin", encode(train_docs[half:]))
-    return {"data_path": data_dir, "tokenizer": root / "tok.model", "root": root}
+    status = prepare_local.main(["--input", str(FIXTURE_DOCS), "--output-root", str(root), "--name", "tiny",
+                                 "--vocab-size", "1024", "--val-docs", str(VAL_DOCS), "--shard-tokens", "40000",
+                                 "--workers", "1"])
+    assert status == 0
+    data_dir = root / "datasets" / "tiny"
+    assert len(sorted(data_dir.glob("fineweb_train_*.bin"))) >= 2
+    return {"data_path": data_dir, "tokenizer": root / "tokenizers" / "tiny.model", "root": root}
 
 
 TINY_ENV = {
