@@ -62,7 +62,6 @@ import gc
 import importlib
 import importlib.metadata
 import json
-import math
 import platform
 import re
 import shlex
@@ -75,6 +74,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from published_study import PUBLISHED_GRAD_ACCUM, PUBLISHED_MS_PER_STEP, markdown_table  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
@@ -94,11 +96,7 @@ SYNTHETIC_VOCAB = 1024  # the trainers' default VOCAB_SIZE; a different VOCAB_SI
 PEAK_FLOPS = 989e12
 
 # Published ms/step of the long-context study: one H100 SXM, 8 micro-steps (GRAD_ACCUM_STEPS=8).
-PUBLISHED_MS = {
-    "baseline": {8192: 594.0, 16384: 952.0, 32768: 2202.0},
-    "hybrid": {8192: 757.0, 16384: 847.0, 32768: 1361.0},
-}
-PUBLISHED_GRAD_ACCUM = 8
+PUBLISHED_MS = {model: {ctx: float(ms) for ctx, ms in by_ctx.items()} for model, by_ctx in PUBLISHED_MS_PER_STEP.items()}
 
 TABLE_HEADER = ["model", "context", "batch tokens", "micro-steps", "ms/step median", "min-max", "tokens/s",
                 "peak mem GiB", "MFU", "published ms/step", "ours/published"]
@@ -392,12 +390,7 @@ def text_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def md_table(header: list[str], rows: list[list[str]]) -> str:
-    def esc(cell: str) -> str:
-        return str(cell).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines.extend("| " + " | ".join(esc(c) for c in row) + " |" for row in rows)
-    return "\n".join(lines)
+    return "\n".join(markdown_table(header, rows))
 
 
 def bench_markdown(doc: dict) -> str:

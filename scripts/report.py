@@ -39,6 +39,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from published_study import PUBLISHED_MS_PER_STEP, PUBLISHED_VAL_BPB, markdown_table  # noqa: E402
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BEGIN_MARKER = "<!-- report:begin -->"
 END_MARKER = "<!-- report:end -->"
@@ -51,12 +54,7 @@ PUBLISHED_KERNELS = {"SDPA_BACKEND": "flash", "GRAD_ACCUM_STEPS": 8}
 DEFAULT_DATASET = "fineweb10B_sp1024"
 
 # The published long-context study (FineWeb, one H100, 600 s): final val_bpb and ms/step.
-PUBLISHED = {
-    "val_bpb": {"baseline": {8192: 1.3507, 16384: 1.4353, 32768: 1.7059},
-                "hybrid": {8192: 1.3810, 16384: 1.3999, 32768: 1.4709}},
-    "ms_per_step": {"baseline": {8192: 594, 16384: 952, 32768: 2202},
-                    "hybrid": {8192: 757, 16384: 847, 32768: 1361}},
-}
+PUBLISHED = {"val_bpb": PUBLISHED_VAL_BPB, "ms_per_step": PUBLISHED_MS_PER_STEP}
 
 # ---------------------------------------------------------------------------------------------
 # Parsing
@@ -406,12 +404,6 @@ def fmt_budget(budget: float | None) -> str:
     return "uncapped (ITERATIONS)" if budget <= 0 else f"{budget:g} s"
 
 
-def table(header: list[str], rows: list[list[str]]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
-    return out
-
-
 def run_label(run: Run) -> str:
     label = f"{run.model} seed {run.seed}"
     if run.variant != "default":
@@ -440,7 +432,7 @@ def build_section(runs: list[Run], skipped: list[str], groups: list[Group], curv
         rows.append([g.model, g.seq_len, g.variant, g.device, len(g.runs), fmt(g.mean("ms_per_step"), 1),
                      fmt_mean_count(g.mean("steps")), fmt(g.mean("epochs"), 3), fmt_int(g.max("peak_alloc_mib")),
                      fmt_int(g.max("peak_reserved_mib")), fmt_int(g.max("bytes_total"))])
-    lines += table(["model", "context", "variant", "device", "runs", "ms/step", "steps", "epochs",
+    lines += markdown_table(["model", "context", "variant", "device", "runs", "ms/step", "steps", "epochs",
                     "peak alloc MiB (max)", "peak reserved MiB (max)", "artifact bytes (max)"], rows) + [""]
 
     # Final val_bpb.
@@ -450,7 +442,7 @@ def build_section(runs: list[Run], skipped: list[str], groups: list[Group], curv
         per_seed = ", ".join(f"{r.seed}: {fmt(r.final_val_bpb)}" for r in g.runs)
         rows.append([g.model, g.seq_len, g.variant, g.device, fmt(g.mean("final_val_bpb")),
                      fmt(g.mean("final_val_loss")), per_seed])
-    lines += table(["model", "context", "variant", "device", "val_bpb (mean)", "val_loss (mean)",
+    lines += markdown_table(["model", "context", "variant", "device", "val_bpb (mean)", "val_loss (mean)",
                     "val_bpb per seed"], rows) + [""]
 
     # Hybrid vs baseline.
@@ -459,7 +451,7 @@ def build_section(runs: list[Run], skipped: list[str], groups: list[Group], curv
     if comps:
         rows = [[c["seq_len"], c["variant"], c["device"], fmt(c["baseline"]), fmt(c["hybrid"]),
                  f"{c['delta']:+.4f}", c["winner"]] for c in comps]
-        lines += table(["context", "variant", "device", "baseline val_bpb", "hybrid val_bpb",
+        lines += markdown_table(["context", "variant", "device", "baseline val_bpb", "hybrid val_bpb",
                         "delta (hybrid - baseline)", "winner"], rows) + [""]
     else:
         lines += ["No context has finished runs of both models yet.", ""]
@@ -477,7 +469,7 @@ def build_section(runs: list[Run], skipped: list[str], groups: list[Group], curv
                 values = [p[2] for p in r.val if p[0] == step]
                 row.append(fmt(values[-1]) if values else "–")
             rows.append(row)
-        lines += table(header, rows) + [""]
+        lines += markdown_table(header, rows) + [""]
     else:
         lines += [f"No run at context {curve_ctx} has logged a validation yet.", ""]
 
@@ -496,7 +488,7 @@ def build_section(runs: list[Run], skipped: list[str], groups: list[Group], curv
     if ours:
         rows = [[g.model, g.seq_len, g.device, fmt(g.mean("final_val_bpb")), f"{pub_bpb[g.model][g.seq_len]:.4f}",
                  fmt(g.mean("ms_per_step"), 1), pub_ms[g.model][g.seq_len]] for g in ours]
-        lines += table(["model", "context", "device", "val_bpb (ours)", "val_bpb (published)", "ms/step (ours)",
+        lines += markdown_table(["model", "context", "device", "val_bpb (ours)", "val_bpb (published)", "ms/step (ours)",
                         "ms/step (published)"], rows) + [""]
         ours_by_ctx = {c["seq_len"]: c["winner"] for c in comps if c["variant"] == "default"}
         agree = [f"{fmt_ctx(c)}: ours {ours_by_ctx[c]}, published {w}" for c, w in zip(pub_ctx, pub_winners)
@@ -520,7 +512,7 @@ def build_section(runs: list[Run], skipped: list[str], groups: list[Group], curv
         rows.append([r.run_id, r.model, r.seq_len, r.seed, r.variant, r.device, r.sdpa_backend,
                      fmt_int(r.steps), fmt(r.ms_per_step, 1), fmt(r.epochs, 3), fmt_int(r.peak_alloc_mib),
                      fmt_int(r.bytes_total), fmt(r.final_val_bpb), r.status])
-    lines += table(["run_id", "model", "context", "seed", "variant", "device", "sdpa", "steps", "ms/step",
+    lines += markdown_table(["run_id", "model", "context", "seed", "variant", "device", "sdpa", "steps", "ms/step",
                     "epochs", "peak alloc MiB", "artifact bytes", "val_bpb", "status"], rows) + [""]
     if unfinished:
         lines += ["Unfinished (no final round-trip line; excluded from means): "
