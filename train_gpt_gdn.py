@@ -314,7 +314,9 @@ def eval_val(h: Hyperparameters, model: nn.Module, rank: int, world_size: int, d
     token_count = torch.zeros((), device=device, dtype=torch.float64)
     byte_count = torch.zeros((), device=device, dtype=torch.float64)
     model.eval()
-    with torch.inference_mode():
+    # no_grad, not inference_mode: tensors cached during evaluation (the rotary tables) are reused in
+    # training, and inference tensors cannot be saved for backward (WARMUP_STEPS=0 evaluates step 0 first).
+    with torch.no_grad():
         for batch_start in range(seq_start, seq_end, local_batch_seqs):
             batch_end = min(batch_start + local_batch_seqs, seq_end)
             chunk = val_tokens[batch_start * seq_len : batch_end * seq_len + 1].to(device=device, dtype=torch.int64)
