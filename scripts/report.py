@@ -102,7 +102,7 @@ class Run:
     sdpa_backend: str = "?"
     model_params: int | None = None
     batch_tokens: int | None = None
-    train: list = field(default_factory=list)  # (step, train_time_ms, step_avg_ms)
+    train: list = field(default_factory=list)  # (step, train_time_ms, step_avg_ms, train_loss)
     val: list = field(default_factory=list)  # (step, val_loss, val_bpb, train_time_ms)
     iterations: int | None = None
     stopped_early_step: int | None = None
@@ -210,7 +210,7 @@ def parse_log(path: Path) -> Run:
     for line in split_log(path.read_text(encoding="utf-8", errors="replace")):
         line = line.rstrip()
         if m := RE_TRAIN.match(line):
-            run.train.append((int(m[1]), float(m[4]), float(m[5])))
+            run.train.append((int(m[1]), float(m[4]), float(m[5]), float(m[3])))
             run.iterations = int(m[2])
         elif m := RE_VAL.match(line):
             run.val.append((int(m[1]), float(m[3]), float(m[4]), float(m[5])))

@@ -1,6 +1,7 @@
 """The two trainers: parameter counts, quantisation, byte counting, schedules, bad input, and whole runs on CPU."""
 
 import ast
+import json
 import os
 import re
 import subprocess
@@ -287,29 +288,54 @@ def test_hybrid_without_gdn_layers_is_the_baseline(tiny_data, tmp_path):
     assert abs(float(initial[0][0].split("val_loss:")[1].split()[0]) - 6.93) < 0.1  # ~ln(1024) at init
 
 
+@pytest.mark.parametrize("script", ["train_gpt.py", "train_gpt_gdn.py"])
+def test_validation_before_any_training_step(script, tiny_data, tmp_path):
+    """WARMUP_STEPS=0 evaluates step 0 before the first training step; tables cached then must train."""
+    result = run_trainer(script, tiny_data, tmp_path, RUN_ID="val0", WARMUP_STEPS=0, ITERATIONS=2, VAL_LOSS_EVERY=1)
+    assert result.returncode == 0, result.stderr[-3000:]
+    parsed = parse_log((tmp_path / "logs" / "val0.txt").read_text(encoding="utf-8"))
+    assert len(parsed["val_losses"]) == 3 and len(parsed["train_losses"]) >= 1  # steps 0, 1, 2
+
+
+def compare_world_sizes(tiny_data, tmp_path, extra_env: dict) -> dict:
+    """scripts/compare_losses.py: 1 process x 2 micro-steps against torchrun 2 ranks x 1, same global batch."""
+    from conftest import TINY_ENV
+    env = dict(TINY_ENV, WARMUP_STEPS="0", OMP_NUM_THREADS="1", **extra_env)
+    out = tmp_path / "compare.json"
+    cmd = [sys.executable, str(REPO_ROOT / "scripts" / "compare_losses.py"), "--trainer", "train_gpt_gdn.py",
+           "--steps", "5", "--skip-steps", "1", "--data-path", str(tiny_data["data_path"]),
+           "--tokenizer-path", str(tiny_data["tokenizer"]), "--log-dir", str(tmp_path / "logs"),
+           "--arm", "one:GRAD_ACCUM_STEPS=2", "--arm", "two:NPROC=2,GRAD_ACCUM_STEPS=1",
+           "--out-json", str(out), "--timeout", "300"]
+    result = subprocess.run(cmd + [f"--env={k}={v}" for k, v in env.items()], capture_output=True, text=True,
+                            timeout=700)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| arm | settings |" in result.stdout
+    return json.loads(out.read_text(encoding="utf-8"))
+
+
 def test_torchrun_two_processes_match_one(tiny_data, tmp_path):
     """DDP (gloo on CPU) with 2 ranks and the same global batch reproduces the 1-process losses."""
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    from conftest import TINY_ENV
-    env.update(TINY_ENV)
-    env.update({"DATA_PATH": str(tiny_data["data_path"]), "TOKENIZER_PATH": str(tiny_data["tokenizer"]),
-                "ITERATIONS": "5", "WARMUP_STEPS": "0", "TRAIN_LOG_EVERY": "1", "VAL_LOSS_EVERY": "0",
-                "OMP_NUM_THREADS": "1"})
-    losses = []
-    for nproc, accum in ((1, 2), (2, 1)):
-        run_env = dict(env, RUN_ID=f"ddp{nproc}", GRAD_ACCUM_STEPS=str(accum))
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               str(REPO_ROOT / "train_gpt_gdn.py")]
-        result = subprocess.run(cmd, cwd=tmp_path, env=run_env, capture_output=True, text=True, timeout=240)
-        assert result.returncode == 0, result.stderr[-3000:]
-        text = (tmp_path / "logs" / f"ddp{nproc}.txt").read_text(encoding="utf-8")
-        assert f"world_size:{nproc} grad_accum_steps:{accum}" in text
-        losses.append([float(v) for v in parse_log(text)["train_losses"]])
-    assert len(losses[0]) == 5
+    result = compare_world_sizes(tiny_data, tmp_path, {})
+    one, two = result["arms"]
+    assert (one["world_size"], one["grad_accum_steps"]) == (1, 2)
+    assert (two["world_size"], two["grad_accum_steps"]) == (2, 1)
+    assert one["steps"] == two["steps"] == [1, 2, 3, 4, 5]
     # Same tokens and weights; DDP sums the gradients in another order (fp32), and Muon's bf16
     # Newton-Schulz turns that into ~1e-4 differences in the loss after a few steps.
-    assert losses[0][0] == losses[1][0]
-    assert losses[0] == pytest.approx(losses[1], abs=1e-3)
+    assert one["losses"][0] == two["losses"][0]
+    assert two["max_abs_diff"] <= 1e-3, result
+    assert one["max_abs_diff"] == 0.0 and two["ms_per_step"] > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2,
+                    reason="needs 2 CUDA GPUs (DDP over NCCL)")
+def test_torchrun_two_gpus_match_one(tiny_data, tmp_path):
+    """The same on 2 GPUs over NCCL (bf16 autocast: a looser bound)."""
+    result = compare_world_sizes(tiny_data, tmp_path, {"COMPILE": "0"})
+    one, two = result["arms"]
+    assert one["device"].startswith("NVIDIA") and two["device"].startswith("2x ")
+    assert two["max_abs_diff"] <= 5e-3, result
 
 
 def test_micro_step_count_does_not_change_the_losses(tiny_data, tmp_path):

@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+"""Run one trainer under several settings ("arms") on the same data and seed; compare the losses.
+
+Issue 4's check for every speed change: the first steps' train losses of the changed code must
+agree with the unchanged code within bf16 noise, and the change should be faster. Each arm is a
+fresh trainer process started the way users start it (torchrun when the arm sets NPROC, plain
+python3 otherwise), with the trainer's own logging; this script only reads the logs back.
+
+    python3 scripts/compare_losses.py --trainer train_gpt_gdn.py --steps 20 \
+        --data-path DIR --tokenizer-path MODEL --env TRAIN_SEQ_LEN=8192 \
+        --arm 8micro:GRAD_ACCUM_STEPS=8 --arm auto:GRAD_ACCUM_STEPS=0 --arm 2gpu:NPROC=2,GRAD_ACCUM_STEPS=0
+
+Every arm gets VAL_LOSS_EVERY=0 unless --env says otherwise, then the --env settings, then
+ITERATIONS=--steps, TRAIN_LOG_EVERY=1 and MAX_WALLCLOCK_SECONDS=0 (no cap, so no wall-clock
+warm-down: the LR schedule is the same in every arm whatever its speed), then the arm's own.
+The first arm is the reference. Printed: the losses side by side with each arm's largest
+|difference| from the reference, and each arm's ms/step as the median (min-max) of the per-step
+train_time increments after --skip-steps (the first steps of a fresh process are slower).
+--out-json writes the same numbers; --max-abs-diff makes the exit status 1 when an arm's largest
+difference exceeds it (the losses are logged with 4 decimals).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import report  # noqa: E402  (the one parser of trainer logs)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse_arm(text: str) -> tuple[str, dict[str, str]]:
+    """'name:KEY=VALUE,KEY=VALUE' -> (name, {KEY: VALUE}); 'name:' alone is the unchanged setting."""
+    name, sep, settings = text.partition(":")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"--arm {text!r}: expected NAME:KEY=VALUE[,KEY=VALUE...] (NAME: for none)")
+    env = {}
+    for item in filter(None, settings.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise argparse.ArgumentTypeError(f"--arm {text!r}: {item!r} is not KEY=VALUE")
+        env[key] = value
+    return name, env
+
+
+def parse_env(text: str) -> tuple[str, str]:
+    key, eq, value = text.partition("=")
+    if not eq or not key:
+        raise argparse.ArgumentTypeError(f"--env {text!r}: expected KEY=VALUE")
+    return key, value
+
+
+def run_arm(trainer: Path, name: str, env: dict[str, str], log_dir: Path, timeout_s: float) -> dict:
+    nproc = int(env.pop("NPROC", "0"))
+    run_id = f"compare_{name}_{time.strftime('%Y%m%d_%H%M%S')}_{os.getpid()}"
+    full_env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    full_env.update(env)
+    full_env.update({"RUN_ID": run_id, "LOG_DIR": str(log_dir)})
+    if nproc:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", str(trainer)]
+    else:
+        cmd = [sys.executable, str(trainer)]
+    started = time.perf_counter()
+    result = subprocess.run(cmd, cwd=REPO_ROOT, env=full_env, capture_output=True, text=True, timeout=timeout_s)
+    wall_s = time.perf_counter() - started
+    log_path = log_dir / f"{run_id}.txt"
+    if result.returncode != 0 or not log_path.is_file():
+        tail = (result.stderr or result.stdout)[-2000:]
+        raise RuntimeError(f"arm {name!r} failed (exit {result.returncode}); log {log_path}\n{tail}")
+    run = report.parse_log(log_path)
+    return {"name": name, "settings": env | ({"NPROC": str(nproc)} if nproc else {}), "log": str(log_path),
+            "world_size": run.world_size, "grad_accum_steps": run.grad_accum_steps, "device": run.device,
+            "sdpa_backend": run.sdpa_backend, "wall_s": round(wall_s, 1),
+            "steps": [p[0] for p in run.train], "losses": [p[3] for p in run.train],
+            "train_time_ms": [p[1] for p in run.train], "peak_alloc_mib": run.peak_alloc_mib}
+
+
+def step_times(arm: dict, skip_steps: int) -> list[float]:
+    """Per-step ms from consecutive train_time values (logged every step), after skip_steps."""
+    pairs = list(zip(arm["steps"], arm["train_time_ms"]))
+    return [t1 - t0 for (s0, t0), (s1, t1) in zip(pairs, pairs[1:]) if s1 == s0 + 1 and s0 >= skip_steps]
+
+
+def summarize(arms: list[dict], skip_steps: int) -> None:
+    reference = arms[0]
+    for arm in arms:
+        n = min(len(arm["losses"]), len(reference["losses"]))
+        if n == 0 or arm["steps"][:n] != reference["steps"][:n]:
+            raise RuntimeError(f"arm {arm['name']!r} logged steps {arm['steps'][:n]}, reference {reference['steps'][:n]}")
+        diffs = [abs(a - b) for a, b in zip(arm["losses"][:n], reference["losses"][:n])]
+        arm["max_abs_diff"] = max(diffs)
+        arm["mean_abs_diff"] = sum(diffs) / n
+        times = step_times(arm, skip_steps)
+        arm["ms_per_step"] = statistics.median(times) if times else None
+        arm["ms_per_step_range"] = [min(times), max(times)] if times else None
+
+
+def print_tables(arms: list[dict]) -> None:
+    names = [a["name"] for a in arms]
+    print("| step | " + " | ".join(names) + " |")
+    print("|---" * (len(names) + 1) + "|")
+    for i, step in enumerate(arms[0]["steps"]):
+        cells = [f"{a['losses'][i]:.4f}" if i < len(a["losses"]) else "-" for a in arms]
+        print(f"| {step} | " + " | ".join(cells) + " |")
+    print()
+    print("| arm | settings | world size x micro-steps | max abs diff | mean abs diff | ms/step median (min-max) | peak MiB |")
+    print("|---|---|---|---|---|---|---|")
+    for a in arms:
+        settings = ",".join(f"{k}={v}" for k, v in a["settings"].items()) or "(unchanged)"
+        if a["ms_per_step"] is None:
+            timing = "-"
+        else:
+            timing = f"{a['ms_per_step']:.1f} ({a['ms_per_step_range'][0]:.1f}-{a['ms_per_step_range'][1]:.1f})"
+        print(f"| {a['name']} | {settings} | {a['world_size']}x{a['grad_accum_steps']} | {a['max_abs_diff']:.4f} "
+              f"| {a['mean_abs_diff']:.4f} | {timing} | {a['peak_alloc_mib'] if a['peak_alloc_mib'] is not None else '-'} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trainer", required=True, help="train_gpt.py or train_gpt_gdn.py")
+    parser.add_argument("--arm", type=parse_arm, action="append", required=True,
+                        help="NAME:KEY=VALUE[,KEY=VALUE...]; the first arm is the reference; NPROC=N uses torchrun")
+    parser.add_argument("--env", type=parse_env, action="append", default=[], help="KEY=VALUE for every arm")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--skip-steps", type=int, default=5, help="steps left out of ms/step")
+    parser.add_argument("--data-path", required=True)
+    parser.add_argument("--tokenizer-path", required=True)
+    parser.add_argument("--log-dir", default="logs", help="where the arms' trainer logs go")
+    parser.add_argument("--out-json")
+    parser.add_argument("--max-abs-diff", type=float)
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds per arm")
+    args = parser.parse_args(argv)
+
+    trainer = (REPO_ROOT / args.trainer).resolve()
+    if not trainer.is_file():
+        parser.error(f"--trainer {args.trainer}: no such file in {REPO_ROOT}")
+    if len({name for name, _ in args.arm}) != len(args.arm):
+        parser.error("--arm names must differ")
+    if args.steps < 2:
+        parser.error("--steps must be at least 2")
+    log_dir = Path(args.log_dir).resolve()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    common = {"VAL_LOSS_EVERY": "0"}
+    common.update(dict(args.env))
+    # What the comparison needs comes last: every step logged, the same step count, no wall-clock cap.
+    common.update({"DATA_PATH": str(Path(args.data_path).resolve()),
+                   "TOKENIZER_PATH": str(Path(args.tokenizer_path).resolve()),
+                   "ITERATIONS": str(args.steps), "TRAIN_LOG_EVERY": "1", "MAX_WALLCLOCK_SECONDS": "0"})
+    arms = []
+    for name, settings in args.arm:
+        print(f"arm {name}: {settings or '(unchanged)'}", file=sys.stderr, flush=True)
+        arms.append(run_arm(trainer, name, {**common, **settings}, log_dir, args.timeout))
+    summarize(arms, args.skip_steps)
+    print(f"trainer {args.trainer}, {args.steps} steps, shared settings: "
+          + ",".join(f"{k}={v}" for k, v in dict(args.env).items()))
+    print_tables(arms)
+    if args.out_json:
+        Path(args.out_json).write_text(json.dumps({"trainer": args.trainer, "steps": args.steps, "env": dict(args.env),
+                                                   "arms": arms}, indent=1) + "\n", encoding="utf-8")
+    if args.max_abs_diff is not None and any(a["max_abs_diff"] > args.max_abs_diff for a in arms):
+        worst = max(arms, key=lambda a: a["max_abs_diff"])
+        print(f"arm {worst['name']} differs by {worst['max_abs_diff']:.4f} > --max-abs-diff {args.max_abs_diff}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
