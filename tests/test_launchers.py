@@ -155,3 +155,38 @@ def test_all_stops_at_first_failure(model, fake_env, tmp_path):
     proc = launch(ALL[model], [], fake_env, tmp_path)
     assert proc.returncode == 3
     assert len(torchrun_calls(proc)) == 1
+
+
+# ---------------------------------------------------------------- the team's lent-GPU helpers
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (REPO_ROOT / "scripts" / "device").glob("*.sh")))
+def test_device_scripts_parse(script):
+    path = REPO_ROOT / "scripts" / "device" / script
+    assert path.read_text().startswith("#!/usr/bin/env bash\n")
+    assert subprocess.run(["bash", "-n", str(path)]).returncode == 0
+
+
+def test_device_queue_runs_each_job_through_the_launcher(fake_env, tmp_path):
+    """queue_runs.sh waits for the data flag, then hands each job to the launcher in order, extras included."""
+    device_tmp = tmp_path / "device"
+    (device_tmp / "data").mkdir(parents=True)
+    (device_tmp / "data" / "ready").touch()
+    env = dict(fake_env, DEVICE_TMP=str(device_tmp), REPO=str(REPO_ROOT))
+    jobs = ["hybrid 32768 1337", "baseline 8192 42 SDPA_BACKEND=flash GRAD_ACCUM_STEPS=8"]
+    proc = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "device" / "queue_runs.sh"), *jobs], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    ends = [line for line in proc.stdout.splitlines() if " end " in line]
+    assert [line.split(" end ")[1] for line in ends] == [f"{job} rc=0" for job in jobs]
+    logs = device_tmp / "logs"
+    hybrid = json.loads((logs / "stdout_hybrid_32768_1337.out").read_text().splitlines()[-1])
+    baseline = json.loads((logs / "stdout_baseline_8192_42.out").read_text().splitlines()[-1])
+    assert hybrid["argv"][-1] == "train_gpt_gdn.py" and baseline["argv"][-1] == "train_gpt.py"
+    assert hybrid["env"]["DATA_PATH"] == str(device_tmp / "data" / "datasets" / "corpus_sp1024")
+    assert hybrid["env"]["LOG_DIR"] == str(logs)
+    assert (hybrid["env"]["SEED"], hybrid["env"]["TRAIN_SEQ_LEN"]) == ("1337", "32768")
+    assert hybrid["env"]["RUN_ID"].startswith("hybrid_32768_seed1337_")
+    assert "SDPA_BACKEND" not in hybrid["env"]
+    assert (baseline["env"]["SEED"], baseline["env"]["SDPA_BACKEND"], baseline["env"]["GRAD_ACCUM_STEPS"]) == (
+        "42", "flash", "8")

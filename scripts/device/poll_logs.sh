@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# For this team's sessions on the lent H100: waits up to MAXSEC (or until WANT runs have written
+# their final round-trip line), then copies the logs into $OUT and prints where each run is.
+# The machine is given back 30 s after a call ends: call this again at once, every time.
+# Usage: bash /tmp/q/poll_logs.sh MAXSEC [WANT]
+set -uo pipefail
+T=${DEVICE_TMP:-/tmp}  # where the data, logs and ready flag live on the device (tests point it elsewhere)
+end=$((SECONDS + $1))
+want=${2:-0}
+while (( SECONDS < end )); do
+    done_runs=$(cat "$T"/logs/*.txt 2> /dev/null | grep -c '^final_int8_zlib_roundtrip_exact')
+    (( want > 0 && done_runs >= want )) && break
+    sleep 10
+done
+cp "$T"/logs/*.txt $T/logs/*.out "$OUT"/ 2> /dev/null
+cat $T/logs/queue.out 2> /dev/null
+for f in $T/logs/*.txt; do
+    echo "== $f"
+    grep -E '^(step|warmup_time|grad_accum_probe|stopping|peak|final|Total)' "$f" | tail -4
+done
+nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader
