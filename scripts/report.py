@@ -365,6 +365,52 @@ def comparisons(groups: list[Group]) -> list[dict]:
     return rows
 
 
+def equal_step_rows(groups: list[Group], comps: list[dict]) -> list[dict]:
+    """Split each comparison into speed (steps in the budget) and quality per step.
+
+    The common step is the largest step at which every counted run of both models logged a
+    validation; val_bpb there is the mean over seeds. A hybrid ahead at the common step learns more
+    per step; a hybrid that is only ahead at the end wins by taking more steps in the budget.
+    """
+    index = {g.key: g for g in groups}
+    rows = []
+    for c in comps:
+        base = index[("baseline", c["seq_len"], c["variant"], c["device"])]
+        hyb = index[("hybrid", c["seq_len"], c["variant"], c["device"])]
+        runs = base.runs + hyb.runs
+        common = set.intersection(*({p[0] for p in r.val} for r in runs))
+        step = max(common) if common else None
+
+        def val_at(group: Group) -> float | None:
+            if step is None:
+                return None
+            return round(sum([p[2] for p in r.val if p[0] == step][-1] for r in group.runs) / len(group.runs), 8)
+
+        b_ms, h_ms = base.mean("ms_per_step"), hyb.mean("ms_per_step")
+        rows.append({**c, "ms_ratio": round(h_ms / b_ms, 8) if b_ms and h_ms else None,
+                     "steps_baseline": base.mean("steps"), "steps_hybrid": hyb.mean("steps"),
+                     "common_step": step, "baseline_at_step": val_at(base), "hybrid_at_step": val_at(hyb)})
+    return rows
+
+
+def crossover_sentence(comps: list[dict]) -> str:
+    """Where the hybrid starts to win, over the default-kernel contexts that have both models."""
+    default = sorted((c for c in comps if c["variant"] == "default"), key=lambda c: c["seq_len"])
+    if not default:
+        return "Crossover: no context has finished default-kernel runs of both models yet."
+    wins = [c["seq_len"] for c in default if c["winner"] == "hybrid"]
+    tested = ", ".join(fmt_ctx(c["seq_len"]) for c in default)
+    if not wins:
+        return f"Crossover: the baseline wins at every context run so far ({tested})."
+    first = wins[0]
+    if all(c["winner"] == "hybrid" for c in default if c["seq_len"] >= first):
+        below = [c["seq_len"] for c in default if c["seq_len"] < first]
+        where = f"between {fmt_ctx(below[-1])} and {fmt_ctx(first)}" if below else f"at or below {fmt_ctx(first)}"
+        return (f"Crossover: the hybrid wins from {fmt_ctx(first)} up, so it lies {where} "
+                f"(contexts run: {tested}).")
+    return f"Crossover: no single one; the hybrid wins at {', '.join(fmt_ctx(s) for s in wins)} of {tested}."
+
+
 def pick_headline(groups: list[Group], seq_len: int, model: str = SUBMIT_MODEL) -> Group | None:
     """The default-kernel group of `model` at `seq_len`; among devices, the one with most seeds."""
     candidates = [g for g in groups if g.model == model and g.seq_len == seq_len and g.variant == "default"]
@@ -455,6 +501,21 @@ def build_section(runs: list[Run], skipped: list[str], groups: list[Group], curv
                         "delta (hybrid - baseline)", "winner"], rows) + [""]
     else:
         lines += ["No context has finished runs of both models yet.", ""]
+
+    # Speed against quality per step.
+    lines += ["### More steps, or better steps?", ""]
+    if comps:
+        rows = [[e["seq_len"], e["variant"], e["device"], fmt(e["ms_ratio"], 3), fmt_mean_count(e["steps_baseline"]),
+                 fmt_mean_count(e["steps_hybrid"]), "–" if e["common_step"] is None else str(e["common_step"]), fmt(e["baseline_at_step"]),
+                 fmt(e["hybrid_at_step"]), f"{e['delta']:+.4f}", e["winner"]] for e in equal_step_rows(groups, comps)]
+        lines += markdown_table(["context", "variant", "device", "ms/step hybrid / baseline", "steps baseline",
+                                 "steps hybrid", "common step", "baseline val_bpb at it", "hybrid val_bpb at it",
+                                 "final delta", "winner"], rows) + [""]
+        lines += ["The common step is the last step at which both models (every seed) were validated: val_bpb "
+                  "there compares what each model learned per step; the final delta adds the effect of the "
+                  "steps each fitted into the budget. Both learning-rate schedules run on the wall clock, so at "
+                  "the common step the slower model is further into its warm-down, which favours it there.", ""]
+    lines += [crossover_sentence(comps), ""]
 
     # val_bpb by step at the curve context.
     lines += [f"### val_bpb by step at context {curve_ctx}", ""]

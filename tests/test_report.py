@@ -208,6 +208,50 @@ def test_non_default_kernels_are_their_own_row(report):
                variant=VARIANT)["runs"] == "1"
 
 
+def test_more_steps_or_better_steps(report):
+    all_facts = fixture_facts()
+    rows = report["tables"]["More steps, or better steps?"]
+    assert len(rows) == 2
+    winners = {}
+    for ctx in (256, 512):
+        base, hyb = default_runs(all_facts, "baseline", ctx), default_runs(all_facts, "hybrid", ctx)
+        r = row(rows, context=ctx, variant="default")
+        ratio = mean(f["ms_per_step"] for f in hyb) / mean(f["ms_per_step"] for f in base)
+        assert r["ms/step hybrid / baseline"] == f"{ratio:.3f}"
+        common = max(set.intersection(*(set(f["curve"]) for f in base + hyb)))
+        assert r["common step"] == str(common)
+        assert r["baseline val_bpb at it"] == f"{mean(f['curve'][common] for f in base):.4f}"
+        assert r["hybrid val_bpb at it"] == f"{mean(f['curve'][common] for f in hyb):.4f}"
+        winners[ctx] = r["winner"]
+    section = section_of(report["readme"])
+    (sentence,) = [line for line in section.splitlines() if line.startswith("Crossover:")]
+    if set(winners.values()) == {"baseline"}:
+        assert "the baseline wins at every context" in sentence
+    elif winners == {256: "baseline", 512: "hybrid"}:
+        assert "lies between 256 and 512" in sentence
+    elif set(winners.values()) == {"hybrid"}:
+        assert "from" in sentence and "up" in sentence
+    else:
+        assert "no single one" in sentence
+
+
+def test_crossover_sentence_cases():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("report_module", REPORT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+
+    def comps(*winners):
+        return [{"seq_len": 8192 * 2 ** i, "variant": "default", "winner": w} for i, w in enumerate(winners)]
+
+    assert module.crossover_sentence([]).startswith("Crossover: no context")
+    assert "baseline wins at every context" in module.crossover_sentence(comps("baseline", "baseline"))
+    assert "lies between 8k and 16k" in module.crossover_sentence(comps("baseline", "hybrid", "hybrid"))
+    assert "lies at or below 8k" in module.crossover_sentence(comps("hybrid", "hybrid"))
+    assert "no single one" in module.crossover_sentence(comps("baseline", "hybrid", "baseline"))
+
+
 def test_val_bpb_by_step_table(report):
     all_facts = [f for f in fixture_facts() if f["ctx"] == 512]
     rows = report["tables"]["val_bpb by step at context 512"]
