@@ -136,6 +136,9 @@ class Hyperparameters:
         # Kernels.
         self.compile = env_flag(env, "COMPILE", True)  # only takes effect on CUDA
         self.sdpa_backend = env_value(env, "SDPA_BACKEND", "auto", str).lower()
+        # Projections that read the same input as one matmul over their stacked weights, then a split
+        # (attention q/k/v; the hybrid's GDN inputs): the same maths, the same separate parameters.
+        self.fused_projections = env_flag(env, "FUSED_PROJECTIONS", False)
 
     @property
     def train_files(self) -> str:
@@ -509,6 +512,17 @@ class CastedLinear(nn.Linear):
         return F.linear(x, self.weight.to(x.dtype), bias)
 
 
+def fused_linear(x: Tensor, layers: list[CastedLinear]) -> Tensor:
+    """x through several bias-free CastedLinears in one matmul: their outputs side by side, in order.
+
+    Narrow projections of one input use the GPU poorly one at a time; stacking the weights at each
+    call (cast as CastedLinear casts them) keeps the parameters separate, so the state_dict and
+    Muon's per-matrix updates do not change.
+    """
+    weight = torch.cat([layer.weight for layer in layers]).to(x.dtype)  # [sum of out_features, in_features]
+    return F.linear(x, weight)  # [..., sum of out_features]
+
+
 class RMSNorm(nn.Module):
     def __init__(self, eps: float | None = None):
         super().__init__()
@@ -552,14 +566,16 @@ SDPA_EXPAND_KV = False  # set at start-up when the chosen backend cannot take gr
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, dim: int, num_heads: int, num_kv_heads: int, rope_base: float, qk_gain_init: float):
+    def __init__(self, dim: int, num_heads: int, num_kv_heads: int, rope_base: float, qk_gain_init: float,
+                 fused_projections: bool = False):
         super().__init__()
         self.num_heads, self.num_kv_heads = num_heads, num_kv_heads
         self.head_dim = dim // num_heads
-        kv_dim = num_kv_heads * self.head_dim
+        self.fused_projections = fused_projections
+        self.kv_dim = num_kv_heads * self.head_dim
         self.c_q = CastedLinear(dim, dim, bias=False)
-        self.c_k = CastedLinear(dim, kv_dim, bias=False)
-        self.c_v = CastedLinear(dim, kv_dim, bias=False)
+        self.c_k = CastedLinear(dim, self.kv_dim, bias=False)
+        self.c_v = CastedLinear(dim, self.kv_dim, bias=False)
         self.proj = CastedLinear(dim, dim, bias=False)
         self.proj._zero_init = True
         self.q_gain = nn.Parameter(torch.full((num_heads,), qk_gain_init, dtype=torch.float32))
@@ -567,9 +583,14 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         bsz, seq_len, dim = x.shape
-        q = self.c_q(x).reshape(bsz, seq_len, self.num_heads, self.head_dim).transpose(1, 2)  # [B, H, T, hd]
-        k = self.c_k(x).reshape(bsz, seq_len, self.num_kv_heads, self.head_dim).transpose(1, 2)  # [B, KV, T, hd]
-        v = self.c_v(x).reshape(bsz, seq_len, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        if self.fused_projections:
+            qkv = fused_linear(x, [self.c_q, self.c_k, self.c_v])  # [B, T, dim + 2 kv_dim]
+            q, k, v = qkv.split([dim, self.kv_dim, self.kv_dim], dim=-1)
+        else:
+            q, k, v = self.c_q(x), self.c_k(x), self.c_v(x)
+        q = q.reshape(bsz, seq_len, self.num_heads, self.head_dim).transpose(1, 2)  # [B, H, T, hd]
+        k = k.reshape(bsz, seq_len, self.num_kv_heads, self.head_dim).transpose(1, 2)  # [B, KV, T, hd]
+        v = v.reshape(bsz, seq_len, self.num_kv_heads, self.head_dim).transpose(1, 2)
         q = F.rms_norm(q, (self.head_dim,))
         k = F.rms_norm(k, (self.head_dim,))
         cos, sin = self.rotary(seq_len, x.device, q.dtype)
@@ -607,7 +628,8 @@ def mixer_config_checks(h: Hyperparameters) -> list[tuple[bool, str]]:
 
 
 def make_mixer(h: Hyperparameters, layer_idx: int) -> nn.Module:
-    return CausalSelfAttention(h.model_dim, h.num_heads, h.num_kv_heads, h.rope_base, h.qk_gain_init)
+    return CausalSelfAttention(h.model_dim, h.num_heads, h.num_kv_heads, h.rope_base, h.qk_gain_init,
+                               fused_projections=h.fused_projections)
 
 
 def mixer_log_lines(h: Hyperparameters) -> list[str]:

@@ -146,6 +146,9 @@ class Hyperparameters:
         # Kernels.
         self.compile = env_flag(env, "COMPILE", True)  # only takes effect on CUDA
         self.sdpa_backend = env_value(env, "SDPA_BACKEND", "auto", str).lower()
+        # Projections that read the same input as one matmul over their stacked weights, then a split
+        # (attention q/k/v; the hybrid's GDN inputs): the same maths, the same separate parameters.
+        self.fused_projections = env_flag(env, "FUSED_PROJECTIONS", False)
 
     @property
     def train_files(self) -> str:
@@ -519,6 +522,17 @@ class CastedLinear(nn.Linear):
         return F.linear(x, self.weight.to(x.dtype), bias)
 
 
+def fused_linear(x: Tensor, layers: list[CastedLinear]) -> Tensor:
+    """x through several bias-free CastedLinears in one matmul: their outputs side by side, in order.
+
+    Narrow projections of one input use the GPU poorly one at a time; stacking the weights at each
+    call (cast as CastedLinear casts them) keeps the parameters separate, so the state_dict and
+    Muon's per-matrix updates do not change.
+    """
+    weight = torch.cat([layer.weight for layer in layers]).to(x.dtype)  # [sum of out_features, in_features]
+    return F.linear(x, weight)  # [..., sum of out_features]
+
+
 class RMSNorm(nn.Module):
     def __init__(self, eps: float | None = None):
         super().__init__()
@@ -562,14 +576,16 @@ SDPA_EXPAND_KV = False  # set at start-up when the chosen backend cannot take gr
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, dim: int, num_heads: int, num_kv_heads: int, rope_base: float, qk_gain_init: float):
+    def __init__(self, dim: int, num_heads: int, num_kv_heads: int, rope_base: float, qk_gain_init: float,
+                 fused_projections: bool = False):
         super().__init__()
         self.num_heads, self.num_kv_heads = num_heads, num_kv_heads
         self.head_dim = dim // num_heads
-        kv_dim = num_kv_heads * self.head_dim
+        self.fused_projections = fused_projections
+        self.kv_dim = num_kv_heads * self.head_dim
         self.c_q = CastedLinear(dim, dim, bias=False)
-        self.c_k = CastedLinear(dim, kv_dim, bias=False)
-        self.c_v = CastedLinear(dim, kv_dim, bias=False)
+        self.c_k = CastedLinear(dim, self.kv_dim, bias=False)
+        self.c_v = CastedLinear(dim, self.kv_dim, bias=False)
         self.proj = CastedLinear(dim, dim, bias=False)
         self.proj._zero_init = True
         self.q_gain = nn.Parameter(torch.full((num_heads,), qk_gain_init, dtype=torch.float32))
@@ -577,9 +593,14 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         bsz, seq_len, dim = x.shape
-        q = self.c_q(x).reshape(bsz, seq_len, self.num_heads, self.head_dim).transpose(1, 2)  # [B, H, T, hd]
-        k = self.c_k(x).reshape(bsz, seq_len, self.num_kv_heads, self.head_dim).transpose(1, 2)  # [B, KV, T, hd]
-        v = self.c_v(x).reshape(bsz, seq_len, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        if self.fused_projections:
+            qkv = fused_linear(x, [self.c_q, self.c_k, self.c_v])  # [B, T, dim + 2 kv_dim]
+            q, k, v = qkv.split([dim, self.kv_dim, self.kv_dim], dim=-1)
+        else:
+            q, k, v = self.c_q(x), self.c_k(x), self.c_v(x)
+        q = q.reshape(bsz, seq_len, self.num_heads, self.head_dim).transpose(1, 2)  # [B, H, T, hd]
+        k = k.reshape(bsz, seq_len, self.num_kv_heads, self.head_dim).transpose(1, 2)  # [B, KV, T, hd]
+        v = v.reshape(bsz, seq_len, self.num_kv_heads, self.head_dim).transpose(1, 2)
         q = F.rms_norm(q, (self.head_dim,))
         k = F.rms_norm(k, (self.head_dim,))
         cos, sin = self.rotary(seq_len, x.device, q.dtype)
@@ -765,11 +786,12 @@ def causal_conv_silu(x: Tensor, weight: Tensor, backend: str) -> Tensor:
 
 class GatedDeltaNet(nn.Module):
     def __init__(self, dim: int, num_heads: int, key_dim: int, value_dim: int, conv_size: int, backend: str,
-                 fla_fused: bool = False):
+                 fla_fused: bool = False, fused_projections: bool = False):
         super().__init__()
         self.num_heads, self.key_dim, self.value_dim = num_heads, key_dim, value_dim
         self.backend = backend
         self.fla_fused = fla_fused and backend == "fla"
+        self.fused_projections = fused_projections
         key_width, value_width = num_heads * key_dim, num_heads * value_dim
         self.q_proj = CastedLinear(dim, key_width, bias=False)
         self.k_proj = CastedLinear(dim, key_width, bias=False)
@@ -792,31 +814,61 @@ class GatedDeltaNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         bsz, seq_len, _ = x.shape
         heads = self.num_heads
-        q = causal_conv_silu(self.q_proj(x), self.q_conv, self.backend).view(bsz, seq_len, heads, self.key_dim)
-        k = causal_conv_silu(self.k_proj(x), self.k_conv, self.backend).view(bsz, seq_len, heads, self.key_dim)
-        v = causal_conv_silu(self.v_proj(x), self.v_conv, self.backend).view(bsz, seq_len, heads, self.value_dim)
+        if self.fused_projections:
+            q, k, v, a, b, gate = self.fused_inputs(x)
+            decay_input, beta_logit, gate_input = (lambda: a), (lambda: b), (lambda: gate)
+        else:
+            q = causal_conv_silu(self.q_proj(x), self.q_conv, self.backend)
+            k = causal_conv_silu(self.k_proj(x), self.k_conv, self.backend)
+            v = causal_conv_silu(self.v_proj(x), self.v_conv, self.backend)
+            # a, b and the gate are projected where they are used, as before the flag existed, so the order
+            # autograd sums dx in (and with it every bit of the gradients) stays as it was.
+            decay_input, beta_logit, gate_input = (
+                (lambda: self.a_proj(x)), (lambda: self.b_proj(x)), (lambda: self.g_proj(x)))
+        q = q.view(bsz, seq_len, heads, self.key_dim)
+        k = k.view(bsz, seq_len, heads, self.key_dim)
+        v = v.view(bsz, seq_len, heads, self.value_dim)
         scale = self.key_dim**-0.5
         if self.fla_fused:
-            o = gated_delta_rule_fla_fused(q, k, v, self.a_proj(x), self.b_proj(x), self.A_log, self.dt_bias, scale)
+            o = gated_delta_rule_fla_fused(q, k, v, decay_input(), beta_logit(), self.A_log, self.dt_bias, scale)
         else:
             q, k = l2_normalize(q), l2_normalize(k)
-            beta = 2.0 * torch.sigmoid(self.b_proj(x).float())  # [B, T, H] in (0, 2)
-            g = -self.A_log.exp() * F.softplus(self.a_proj(x).float() + self.dt_bias)  # [B, T, H] log-decay < 0
+            beta = 2.0 * torch.sigmoid(beta_logit().float())  # [B, T, H] in (0, 2)
+            g = -self.A_log.exp() * F.softplus(decay_input().float() + self.dt_bias)  # [B, T, H] log-decay < 0
             if self.backend == "fla":
                 o = gated_delta_rule_fla(q, k, v, g, beta, scale)
             else:
                 o = gated_delta_rule_chunked(q, k, v, g, beta, scale)
         o = F.rms_norm(o.float(), (self.value_dim,), self.o_norm_weight, eps=GDN_NORM_EPS).to(x.dtype)
-        o = o * F.silu(self.g_proj(x).view(bsz, seq_len, heads, self.value_dim))  # [B, T, H, V]
+        o = o * F.silu(gate_input().view(bsz, seq_len, heads, self.value_dim))  # [B, T, H, V]
         return self.o_proj(o.reshape(bsz, seq_len, heads * self.value_dim))
+
+    def fused_inputs(self, x: Tensor) -> tuple[Tensor, ...]:
+        """FUSED_PROJECTIONS=1: what forward's other branch makes from one matmul and one convolution:
+        q, k [B, T, H*K] and v [B, T, H*V] convolved and SiLU'd; a, b [B, T, H] and gate [B, T, H*V] raw.
+
+        The convolution is depthwise (each channel meets only its own filter), so one convolution over
+        the q|k|v channels with the three filter banks stacked is the same maths as three. That holds on
+        both backends: fla's causal_conv1d kernel also works channel by channel, takes any channel count
+        and reads a strided input such as this slice of the projections. The outputs are views into
+        the two wide results; fla's chunk_gated_delta_rule makes its inputs contiguous (input_guard).
+        """
+        key_width, value_width = self.num_heads * self.key_dim, self.num_heads * self.value_dim
+        projections = fused_linear(x, [self.q_proj, self.k_proj, self.v_proj, self.a_proj, self.b_proj, self.g_proj])
+        qkv, a, b, gate = projections.split([2 * key_width + value_width, self.num_heads, self.num_heads, value_width],
+                                            dim=-1)
+        qkv = causal_conv_silu(qkv, torch.cat([self.q_conv, self.k_conv, self.v_conv]), self.backend)  # [B, T, 2K+V]
+        q, k, v = qkv.split([key_width, key_width, value_width], dim=-1)
+        return q, k, v, a, b, gate
 
 
 def make_mixer(h: Hyperparameters, layer_idx: int) -> nn.Module:
     if layer_idx in h.gdn_layers:
         heads, key_dim, value_dim = gdn_dims(h)
         return GatedDeltaNet(h.model_dim, heads, key_dim, value_dim, h.gdn_conv_size, gdn_backend_for(h),
-                             fla_fused=h.gdn_fla_fused)
-    return CausalSelfAttention(h.model_dim, h.num_heads, h.num_kv_heads, h.rope_base, h.qk_gain_init)
+                             fla_fused=h.gdn_fla_fused, fused_projections=h.fused_projections)
+    return CausalSelfAttention(h.model_dim, h.num_heads, h.num_kv_heads, h.rope_base, h.qk_gain_init,
+                               fused_projections=h.fused_projections)
 
 
 def mixer_log_lines(h: Hyperparameters) -> list[str]:
