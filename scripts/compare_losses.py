@@ -58,7 +58,10 @@ def parse_env(text: str) -> tuple[str, str]:
     return key, value
 
 
-def run_arm(trainer: Path, name: str, env: dict[str, str], log_dir: Path, timeout_s: float) -> dict:
+def run_arm(trainer: Path, name: str, env: dict[str, str], own: dict[str, str], log_dir: Path,
+            timeout_s: float) -> dict:
+    """One fresh trainer process with env (shared settings and the arm's own, `own`); its log read back."""
+    env = dict(env)
     nproc = int(env.pop("NPROC", "0"))
     run_id = f"compare_{name}_{time.strftime('%Y%m%d_%H%M%S')}_{os.getpid()}"
     full_env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
@@ -76,7 +79,7 @@ def run_arm(trainer: Path, name: str, env: dict[str, str], log_dir: Path, timeou
         tail = (result.stderr or result.stdout)[-2000:]
         raise RuntimeError(f"arm {name!r} failed (exit {result.returncode}); log {log_path}\n{tail}")
     run = report.parse_log(log_path)
-    return {"name": name, "settings": env | ({"NPROC": str(nproc)} if nproc else {}), "log": str(log_path),
+    return {"name": name, "settings": dict(own), "log": str(log_path),
             "world_size": run.world_size, "grad_accum_steps": run.grad_accum_steps, "device": run.device,
             "sdpa_backend": run.sdpa_backend, "wall_s": round(wall_s, 1),
             "steps": [p[0] for p in run.train], "losses": [p[3] for p in run.train],
@@ -157,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     arms = []
     for name, settings in args.arm:
         print(f"arm {name}: {settings or '(unchanged)'}", file=sys.stderr, flush=True)
-        arms.append(run_arm(trainer, name, {**common, **settings}, log_dir, args.timeout))
+        arms.append(run_arm(trainer, name, {**common, **settings}, settings, log_dir, args.timeout))
     summarize(arms, args.skip_steps)
     print(f"trainer {args.trainer}, {args.steps} steps, shared settings: "
           + ",".join(f"{k}={v}" for k, v in dict(args.env).items()))

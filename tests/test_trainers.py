@@ -333,6 +333,7 @@ def test_torchrun_two_processes_match_one(tiny_data, tmp_path):
     assert one["losses"][0] == two["losses"][0]
     assert two["max_abs_diff"] <= 1e-3, result
     assert one["max_abs_diff"] == 0.0 and two["ms_per_step"] > 0
+    assert (one["settings"], two["settings"]) == ({"GRAD_ACCUM_STEPS": "2"}, {"NPROC": "2", "GRAD_ACCUM_STEPS": "1"})
 
 
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2,
