@@ -143,6 +143,8 @@ class Hyperparameters:
         self.gdn_backend = env_value(env, "GDN_BACKEND", "auto", str).lower()
         # GDN on fla only: L2 norm, decay gate and 2*sigmoid beta inside the kernel (off until checked on a GPU).
         self.gdn_fla_fused = env_flag(env, "GDN_FLA_FUSED", False)
+        # GDN through torch.library custom ops (fla on CUDA), so torch.compile takes the whole hybrid (fullgraph).
+        self.gdn_custom_op = env_flag(env, "GDN_CUSTOM_OP", False)
         # Kernels.
         self.compile = env_flag(env, "COMPILE", True)  # only takes effect on CUDA
         self.sdpa_backend = env_value(env, "SDPA_BACKEND", "auto", str).lower()
@@ -662,6 +664,10 @@ def mixer_config_checks(h: Hyperparameters) -> list[tuple[bool, str]]:
         (h.gdn_backend in GDN_BACKENDS, f"GDN_BACKEND={h.gdn_backend!r} must be one of {GDN_BACKENDS}"),
         (h.gdn_backend != "fla" or fla_available(),
          "GDN_BACKEND=fla needs CUDA and the fla-core package (pip install fla-core==0.6.0)"),
+        (not (h.gdn_custom_op and h.gdn_fla_fused),
+         "GDN_CUSTOM_OP=1 wraps the unfused kernel only: not with GDN_FLA_FUSED=1"),
+        (not (h.gdn_custom_op and torch.cuda.is_available() and gdn_backend_for(h) != "fla"),
+         "GDN_CUSTOM_OP=1 on CUDA runs fla's kernel: it needs GDN_BACKEND=fla/auto and fla-core installed"),
     ]
 
 
@@ -753,7 +759,6 @@ def gated_delta_rule_fla(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tenso
 
 
 @torch.compiler.disable
-@torch.compiler.disable
 def gated_delta_rule_fla_fused(q: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Tensor, A_log: Tensor,
                                dt_bias: Tensor, scale: float) -> Tensor:
     """The same maths with fla doing the pre-processing in its kernels: q, k un-normalised
@@ -766,6 +771,118 @@ def gated_delta_rule_fla_fused(q: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Te
                                   use_qk_l2norm_in_kernel=True, use_gate_in_kernel=True, A_log=A_log,
                                   dt_bias=dt_bias, use_beta_sigmoid_in_kernel=True, allow_neg_eigval=True)
     return o
+
+
+# GDN_CUSTOM_OP=1: the unfused kernel as two torch.library custom ops, which dynamo traces as opaque nodes
+# (no graph break), so the hybrid compiles with fullgraph=True. On CUDA they call fla-core 0.6.0's
+# chunk_gated_delta_rule_fwd / _bwd directly (what ChunkGatedDeltaRuleFunction does with initial_state=None,
+# output_final_state=False, no cu_seqlens, chunk size 64; this bypasses fla's backend dispatch, i.e. its
+# Triton path always). fla is imported only inside the CUDA kernels' bodies: registering the ops needs no fla.
+# The CPU kernels run the PyTorch chunked path. They exist to test the op plumbing here (registration, fake
+# shapes, autograd wiring, fullgraph compile); the CUDA kernels are what runs in training.
+
+
+def gdn_op_inputs(*tensors: Tensor) -> list[Tensor]:
+    """fla's input_guard: contiguous inputs (its kernels index raw pointers)."""
+    return [t.contiguous() for t in tensors]
+
+
+@torch.library.custom_op("pgolf::gdn_chunk_fwd", mutates_args=(), device_types="cuda")
+def gdn_chunk_fwd(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor,
+                  scale: float) -> tuple[Tensor, Tensor, Tensor]:
+    """-> (o [B, T, H, V] in q's dtype, g_cumsum [B, T, H] fp32, A [B, T, H, 64] in k's dtype): what the
+    backward needs besides the inputs. On CUDA g_cumsum is fla's chunk-local cumsum of g (log2 units)."""
+    from fla.ops.gated_delta_rule.chunk import chunk_gated_delta_rule_fwd
+
+    q, k, v, g, beta = gdn_op_inputs(q, k, v, g, beta)
+    with torch.cuda.device(q.device):
+        g_cumsum, o, A, _, _, _ = chunk_gated_delta_rule_fwd(q=q, k=k, v=v, g=g, beta=beta, scale=scale,
+                                                              initial_state=None, output_final_state=False)
+    return o.to(q.dtype), g_cumsum, A
+
+
+@gdn_chunk_fwd.register_kernel("cpu")
+def gdn_chunk_fwd_cpu(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor,
+                      scale: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Test-only: the PyTorch chunked path. Its 'g_cumsum' is g itself in fp32 (the CPU backward
+    recomputes from g) and A a zero placeholder of fla's shape and dtype."""
+    bsz, seq_len, value_heads = beta.shape
+    o = gated_delta_rule_chunked(q, k, v, g, beta, scale).to(q.dtype).contiguous()  # contiguous as fla's
+    return o, g.to(torch.float32, copy=True), k.new_zeros(bsz, seq_len, value_heads, GDN_CHUNK_SIZE)
+
+
+@gdn_chunk_fwd.register_fake
+def gdn_chunk_fwd_fake(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor,
+                       scale: float) -> tuple[Tensor, Tensor, Tensor]:
+    bsz, seq_len, value_heads = beta.shape
+    # o: fla/ops/common/chunk_o.py chunk_fwd_o allocates torch.empty_like(v); ChunkGatedDeltaRuleFunction.forward
+    # (fla/ops/gated_delta_rule/chunk.py) returns o.to(q.dtype).
+    o = v.new_empty(v.shape, dtype=q.dtype)
+    # g_cumsum: fla/ops/utils/cumsum.py chunk_local_cumsum, output_dtype=torch.float (the default), g's shape.
+    g_cumsum = g.new_empty(g.shape, dtype=torch.float32)
+    # A: fla/ops/gated_delta_rule/chunk_fwd.py chunk_gated_delta_rule_fwd_intra, torch.zeros(B, T, HV, BT,
+    # dtype=k.dtype) (BT = 64; HV = beta.shape[2], the same as H here; solve_tril's output_dtype=k.dtype too).
+    A = k.new_empty(bsz, seq_len, value_heads, GDN_CHUNK_SIZE)
+    return o, g_cumsum, A
+
+
+@torch.library.custom_op("pgolf::gdn_chunk_bwd", mutates_args=(), device_types="cuda")
+def gdn_chunk_bwd(q: Tensor, k: Tensor, v: Tensor, g_cumsum: Tensor, beta: Tensor, A: Tensor, do: Tensor,
+                  scale: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """-> (dq, dk, dv, dg, dbeta), cast as ChunkGatedDeltaRuleFunction.backward does: dq.to(q), dk.to(k),
+    dv.to(v), dg.to(g_cumsum) (fp32), dbeta.to(beta)."""
+    from fla.ops.gated_delta_rule.chunk import chunk_gated_delta_rule_bwd
+
+    q, k, v, g_cumsum, beta, A, do = gdn_op_inputs(q, k, v, g_cumsum, beta, A, do)
+    with torch.cuda.device(q.device):
+        dq, dk, dv, dbeta, dg, _, _, _ = chunk_gated_delta_rule_bwd(q=q, k=k, v=v, g=g_cumsum, beta=beta, A=A,
+                                                                    scale=scale, initial_state=None, do=do,
+                                                                    dht=None)
+    return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), dg.to(g_cumsum.dtype), dbeta.to(beta.dtype)
+
+
+@gdn_chunk_bwd.register_kernel("cpu")
+def gdn_chunk_bwd_cpu(q: Tensor, k: Tensor, v: Tensor, g_cumsum: Tensor, beta: Tensor, A: Tensor, do: Tensor,
+                      scale: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Test-only: recompute the PyTorch chunked forward and backpropagate do through it. A custom op's kernel
+    runs with autograd's dispatch keys excluded, so they are let back in for the recompute (torch.func.vjp
+    would also work, but its wrapper tensors fail opcheck's schema check)."""
+    exclude = torch._C._dispatch_tls_local_exclude_set()
+    for key in ("AutogradFunctionality", "AutogradOther", "AutogradNestedTensor", "ADInplaceOrView"):
+        exclude = exclude.remove(getattr(torch._C.DispatchKey, key))
+    with torch._C._ForceDispatchKeyGuard(torch._C._dispatch_tls_local_include_set(), exclude), torch.enable_grad():
+        leaves = [t.detach().requires_grad_(True) for t in (q, k, v, g_cumsum, beta)]
+        o = gated_delta_rule_chunked(*leaves, scale).to(q.dtype)
+        grads = torch.autograd.grad(o, leaves, do.to(o.dtype))
+    return tuple(grad.contiguous() for grad in grads)  # contiguous as fla's
+
+
+@gdn_chunk_bwd.register_fake
+def gdn_chunk_bwd_fake(q: Tensor, k: Tensor, v: Tensor, g_cumsum: Tensor, beta: Tensor, A: Tensor, do: Tensor,
+                       scale: float) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    # Each gradient has its input's shape and dtype: the casts at the end of ChunkGatedDeltaRuleFunction.backward.
+    return tuple(t.new_empty(t.shape) for t in (q, k, v, g_cumsum, beta))
+
+
+def gdn_chunk_setup_context(ctx, inputs: tuple, output: tuple) -> None:
+    q, k, v, g, beta, scale = inputs
+    _, g_cumsum, A = output
+    ctx.save_for_backward(q, k, v, g_cumsum, beta, A)
+    ctx.scale, ctx.g_dtype = scale, g.dtype
+
+
+def gdn_chunk_backward(ctx, do: Tensor, _d_g_cumsum: Tensor, _d_A: Tensor) -> tuple:
+    q, k, v, g_cumsum, beta, A = ctx.saved_tensors
+    dq, dk, dv, dg, dbeta = gdn_chunk_bwd(q, k, v, g_cumsum, beta, A, do, ctx.scale)
+    return dq, dk, dv, dg.to(ctx.g_dtype), dbeta, None
+
+
+gdn_chunk_fwd.register_autograd(gdn_chunk_backward, setup_context=gdn_chunk_setup_context)
+
+
+def gated_delta_rule_op(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor, scale: float) -> Tensor:
+    """GDN_CUSTOM_OP=1: the inputs as gated_delta_rule_fla passes them to fla (g fp32, beta in q's dtype)."""
+    return gdn_chunk_fwd(q, k, v, g.float(), beta.to(q.dtype), scale)[0]
 
 
 @torch.compiler.disable
@@ -786,11 +903,15 @@ def causal_conv_silu(x: Tensor, weight: Tensor, backend: str) -> Tensor:
 
 class GatedDeltaNet(nn.Module):
     def __init__(self, dim: int, num_heads: int, key_dim: int, value_dim: int, conv_size: int, backend: str,
-                 fla_fused: bool = False, fused_projections: bool = False):
+                 fla_fused: bool = False, fused_projections: bool = False, custom_op: bool = False):
         super().__init__()
         self.num_heads, self.key_dim, self.value_dim = num_heads, key_dim, value_dim
         self.backend = backend
         self.fla_fused = fla_fused and backend == "fla"
+        # GDN_CUSTOM_OP=1: the kernel through the pgolf:: ops (fla on CUDA, PyTorch on CPU) and the PyTorch
+        # convolution, which dynamo traces (fla's causal_conv1d would be a graph break).
+        self.custom_op = custom_op
+        self.conv_backend = "torch" if custom_op else backend
         self.fused_projections = fused_projections
         key_width, value_width = num_heads * key_dim, num_heads * value_dim
         self.q_proj = CastedLinear(dim, key_width, bias=False)
@@ -818,9 +939,9 @@ class GatedDeltaNet(nn.Module):
             q, k, v, a, b, gate = self.fused_inputs(x)
             decay_input, beta_logit, gate_input = (lambda: a), (lambda: b), (lambda: gate)
         else:
-            q = causal_conv_silu(self.q_proj(x), self.q_conv, self.backend)
-            k = causal_conv_silu(self.k_proj(x), self.k_conv, self.backend)
-            v = causal_conv_silu(self.v_proj(x), self.v_conv, self.backend)
+            q = causal_conv_silu(self.q_proj(x), self.q_conv, self.conv_backend)
+            k = causal_conv_silu(self.k_proj(x), self.k_conv, self.conv_backend)
+            v = causal_conv_silu(self.v_proj(x), self.v_conv, self.conv_backend)
             # a, b and the gate are projected where they are used, as before the flag existed, so the order
             # autograd sums dx in (and with it every bit of the gradients) stays as it was.
             decay_input, beta_logit, gate_input = (
@@ -835,7 +956,9 @@ class GatedDeltaNet(nn.Module):
             q, k = l2_normalize(q), l2_normalize(k)
             beta = 2.0 * torch.sigmoid(beta_logit().float())  # [B, T, H] in (0, 2)
             g = -self.A_log.exp() * F.softplus(decay_input().float() + self.dt_bias)  # [B, T, H] log-decay < 0
-            if self.backend == "fla":
+            if self.custom_op:
+                o = gated_delta_rule_op(q, k, v, g, beta, scale)
+            elif self.backend == "fla":
                 o = gated_delta_rule_fla(q, k, v, g, beta, scale)
             else:
                 o = gated_delta_rule_chunked(q, k, v, g, beta, scale)
@@ -857,7 +980,8 @@ class GatedDeltaNet(nn.Module):
         projections = fused_linear(x, [self.q_proj, self.k_proj, self.v_proj, self.a_proj, self.b_proj, self.g_proj])
         qkv, a, b, gate = projections.split([2 * key_width + value_width, self.num_heads, self.num_heads, value_width],
                                             dim=-1)
-        qkv = causal_conv_silu(qkv, torch.cat([self.q_conv, self.k_conv, self.v_conv]), self.backend)  # [B, T, 2K+V]
+        qkv = causal_conv_silu(qkv, torch.cat([self.q_conv, self.k_conv, self.v_conv]),
+                               self.conv_backend)  # [B, T, 2K+V]
         q, k, v = qkv.split([key_width, key_width, value_width], dim=-1)
         return q, k, v, a, b, gate
 
@@ -866,7 +990,8 @@ def make_mixer(h: Hyperparameters, layer_idx: int) -> nn.Module:
     if layer_idx in h.gdn_layers:
         heads, key_dim, value_dim = gdn_dims(h)
         return GatedDeltaNet(h.model_dim, heads, key_dim, value_dim, h.gdn_conv_size, gdn_backend_for(h),
-                             fla_fused=h.gdn_fla_fused, fused_projections=h.fused_projections)
+                             fla_fused=h.gdn_fla_fused, fused_projections=h.fused_projections,
+                             custom_op=h.gdn_custom_op)
     return CausalSelfAttention(h.model_dim, h.num_heads, h.num_kv_heads, h.rope_base, h.qk_gain_init,
                                fused_projections=h.fused_projections)
 
@@ -877,12 +1002,13 @@ def mixer_log_lines(h: Hyperparameters) -> list[str]:
     return [f"gdn_layers:{sorted(h.gdn_layers)} attn_layers:{attn_layers}",
             f"gdn_backend:{gdn_backend_for(h)} gdn_heads:{heads} gdn_key_dim:{key_dim} "
             f"gdn_value_dim:{value_dim} gdn_conv_size:{h.gdn_conv_size} "
-            f"gdn_fla_fused:{h.gdn_fla_fused and gdn_backend_for(h) == 'fla'}"]
+            f"gdn_fla_fused:{h.gdn_fla_fused and gdn_backend_for(h) == 'fla'} gdn_custom_op:{h.gdn_custom_op}"]
 
 
 def mixer_compile_fullgraph(h: Hyperparameters) -> bool:
-    # fla's kernels are opaque autograd Functions that dynamo cannot trace: compile around them.
-    return not (h.gdn_layers and gdn_backend_for(h) == "fla")
+    # fla's kernels are opaque autograd Functions that dynamo cannot trace: compile around them,
+    # unless GDN_CUSTOM_OP=1 has wrapped them as custom ops that it can.
+    return h.gdn_custom_op or not (h.gdn_layers and gdn_backend_for(h) == "fla")
 
 
 # -----------------------------

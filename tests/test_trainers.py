@@ -192,6 +192,7 @@ def test_auto_micro_steps_choose_the_fewest_that_fit():
     ({"SDPA_BACKEND": "fast"}, "SDPA_BACKEND='fast' must be one of"),
     ({"GDN_BACKEND": "cuda"}, "GDN_BACKEND='cuda' must be one of"),
     ({"WARMDOWN_FRAC": "1.5"}, "WARMDOWN_FRAC=1.5 must be in [0, 1]"),
+    ({"GDN_CUSTOM_OP": "1", "GDN_FLA_FUSED": "1"}, "GDN_CUSTOM_OP=1 wraps the unfused kernel only"),
 ])
 def test_bad_settings_are_named(env, message):
     with pytest.raises(hybrid.ConfigError, match=re.escape(message)):
@@ -457,6 +458,20 @@ def test_fused_projections_same_losses(script, tiny_data, tmp_path):
     assert off["steps"] == on["steps"] == [1, 2, 3, 4, 5]
     assert abs(on["losses"][0] - off["losses"][0]) <= 1e-4, result
     assert on["max_abs_diff"] <= 1e-3, result
+
+
+def test_gdn_custom_op_flag_runs_the_hybrid(tiny_data, tmp_path):
+    """GDN_CUSTOM_OP=1 through the real entry point on CPU (the op's PyTorch kernel): logged, whole-model
+    fullgraph compile allowed, and the same losses as flag off (the same maths; measured identical)."""
+    assert hybrid.mixer_compile_fullgraph(hybrid.Hyperparameters({"GDN_CUSTOM_OP": "1"}))
+    result = compare_losses(tiny_data, tmp_path, "train_gpt_gdn.py", ["off:GDN_CUSTOM_OP=0", "on:GDN_CUSTOM_OP=1"], {})
+    off, on = result["arms"]
+    on_log = Path(on["log"]).read_text(encoding="utf-8")
+    assert "config gdn_custom_op:True" in on_log
+    assert re.search(r"^gdn_backend:torch .* gdn_custom_op:True$", on_log, re.M)
+    assert "config gdn_custom_op:False" in Path(off["log"]).read_text(encoding="utf-8")
+    assert off["steps"] == on["steps"] == [1, 2, 3, 4, 5]
+    assert on["max_abs_diff"] <= 1e-4, result
 
 
 # ---------------------------------------------------------------- one skeleton
