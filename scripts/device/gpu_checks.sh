@@ -2,9 +2,11 @@
 # For this team's sessions on the lent H100: the speed issue's GPU checks, run in the background
 # after the data is built (like queue_runs.sh), each step with its own time limit, results under
 # $T/checks (copy them to $OUT with poll_logs.sh's pattern or by hand). Steps, in the order given:
-#   fla_tests       pytest tests/test_gdn.py -k fla (kernel and mixers against references; autotunes for minutes)
+#   fla_tests       pytest tests/test_gdn.py -k "fla or custom_op" (kernels, mixers and ops against references;
+#                   autotunes for minutes)
 #   micro_steps     compare_losses.py: hybrid at 8k, 20 steps, 8 micro-steps vs the probe's choice
 #   variants        compare_losses.py: hybrid at 8k, 20 steps, default vs FUSED_PROJECTIONS=1 vs GDN_FLA_FUSED=1
+#                   vs GDN_CUSTOM_OP=1
 #   bench_variants  bench_step_time.py: hybrid at 8k/16k/32k, GDN_HEADS=4 GDN_KEY_DIM=64 (power-of-two heads)
 # Usage: REPO=$PWD setsid nohup bash /tmp/q/gpu_checks.sh fla_tests micro_steps > /tmp/checks.out 2>&1 < /dev/null &
 set -uo pipefail
@@ -19,12 +21,13 @@ data=(--data-path "$T/data/datasets/corpus_sp1024" --tokenizer-path "$T/data/tok
 for step in "$@"; do
     echo "$(date +%T) start $step"
     case "$step" in
-        fla_tests) timeout 900 python3 -m pytest tests/test_gdn.py -k fla -q -rs > "$out/fla_tests.out" 2>&1 ;;
+        fla_tests) timeout 900 python3 -m pytest tests/test_gdn.py -k "fla or custom_op" -q -rs > "$out/fla_tests.out" 2>&1 ;;
         micro_steps) timeout 900 python3 scripts/compare_losses.py --trainer train_gpt_gdn.py "${data[@]}" \
             --arm 8micro:GRAD_ACCUM_STEPS=8 --arm auto:GRAD_ACCUM_STEPS=0 \
             --out-json "$out/micro_steps.json" > "$out/micro_steps.out" 2>&1 ;;
         variants) timeout 1200 python3 scripts/compare_losses.py --trainer train_gpt_gdn.py "${data[@]}" \
             --arm default: --arm fused_proj:FUSED_PROJECTIONS=1 --arm fla_fused:GDN_FLA_FUSED=1 \
+            --arm custom_op:GDN_CUSTOM_OP=1 \
             --out-json "$out/variants.json" > "$out/variants.out" 2>&1 ;;
         bench_variants) timeout 1500 python3 scripts/bench_step_time.py --models hybrid --contexts 8192,16384,32768 \
             --env GDN_HEADS=4 GDN_KEY_DIM=64 --out-json "$out/bench_heads4.json" > "$out/bench_heads4.out" 2>&1 ;;
