@@ -118,14 +118,15 @@ def shard_names(entry: dict, split: str) -> list[str]:
             return sorted(n for n in map(_file_name, entry[key]) if n)
     for key in ("files", "shards"):
         if isinstance(entry.get(key), list):
-            return sorted(n for n in map(_file_name, entry[key]) if n and n.startswith(f"fineweb_{split}_"))
+            prefix = shard_format.shard_prefix(split)
+            return sorted(n for n in map(_file_name, entry[key]) if n and n.startswith(prefix))
     count = _shard_count(entry, split)
     if count is None:
         raise ManifestError(
             f"the manifest's entry for {entry.get('name')} gives neither {split}_shards / stats.files_{split} "
             f"nor a list of {split} files"
         )
-    return [f"fineweb_{split}_{i:06d}.bin" for i in range(count)]
+    return [shard_format.shard_name(split, i) for i in range(count)]
 
 
 def find_dataset(manifest: dict, variant: str) -> dict:
@@ -169,9 +170,7 @@ def tokenizer_paths(manifest: dict, entry: dict, variant: str) -> list[str]:
     ]
 
 
-def plan_downloads(
-    manifest: dict, variant: str, train_shards: int, remote_root: str = DEFAULT_REMOTE_ROOT, data_root: Path = DATA_ROOT
-) -> list[Fetch]:
+def plan_downloads(manifest: dict, variant: str, train_shards: int, remote_root: str, data_root: Path) -> list[Fetch]:
     """What to fetch for a variant: every val shard, the first train_shards train shards, the tokenizer."""
     if not isinstance(manifest, dict):
         raise ManifestError("the manifest is not a JSON object")
@@ -256,7 +255,7 @@ def is_present(path: Path) -> bool:
 def fetch(repo_id: str, item: Fetch) -> None:
     """Download item into place: a temporary name, checked, then renamed."""
     item.local.parent.mkdir(parents=True, exist_ok=True)
-    temp = item.local.with_name(f".{item.local.name}.tmp-{os.getpid()}")
+    temp = shard_format.temp_path(item.local)
     try:
         download_file(repo_id, item.remote, temp)
         try:

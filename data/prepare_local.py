@@ -396,11 +396,6 @@ def encode_in_order(batches: Iterable[tuple[str, list[str], int]], model_proto: 
 # ----------------------------------------------------------------------------- writing
 
 
-def temp_path(final: Path) -> Path:
-    """A hidden temporary name beside final, which no glob for finished files matches."""
-    return final.with_name(f".{final.name}.tmp-{os.getpid()}")
-
-
 class Staging:
     """Files written under temporary names, renamed into place together by commit()."""
 
@@ -418,7 +413,7 @@ class Staging:
         self.created_dirs.extend(missing)
 
     def new(self, final: Path) -> Path:
-        temp = temp_path(final)
+        temp = shard_format.temp_path(final)
         self.pairs.append((temp, final))
         return temp
 
@@ -471,7 +466,8 @@ class ShardWriter:
         self.folder, self.split, self.shard_tokens, self.staging = folder, split, shard_tokens, staging
         self.shards: list[dict] = []
         self._file = None
-        self._temp: Path | None = None
+        self._final: Path | None = None  # the open shard's name once committed
+        self._temp: Path | None = None  # where it is written until then
         self._count = 0
 
     def write(self, tokens: np.ndarray) -> None:
@@ -498,8 +494,8 @@ class ShardWriter:
             self._file = None
 
     def _open(self) -> None:
-        final = self.folder / f"fineweb_{self.split}_{len(self.shards):06d}.bin"
-        self._temp = self.staging.new(final)
+        self._final = self.folder / shard_format.shard_name(self.split, len(self.shards))
+        self._temp = self.staging.new(self._final)
         self._file = open(self._temp, "wb")
         self._file.write(shard_format.shard_header(0))  # rewritten with the count on close
         self._count = 0
@@ -513,9 +509,9 @@ class ShardWriter:
         f.close()
         self.shards.append(
             {
-                "file": f"fineweb_{self.split}_{len(self.shards):06d}.bin",
+                "file": self._final.name,
                 "tokens": self._count,
-                "bytes": shard_format.HEADER_BYTES + shard_format.TOKEN_BYTES * self._count,
+                "bytes": shard_format.shard_bytes(self._count),
                 "sha256": sha256_file(self._temp),
             }
         )

@@ -1,4 +1,5 @@
-"""The competition's token shard format, shared by prepare_local.py and cached_challenge_fineweb.py.
+"""The competition's token shard format and file names, shared by prepare_local.py and
+cached_challenge_fineweb.py.
 
 A shard is a header of 256 little-endian int32 (header[0] = 20240520 magic, header[1] = 1 version,
 header[2] = number of tokens, the rest 0) followed by the tokens as little-endian uint16.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import os
 import struct
+from pathlib import Path
 
 MAGIC = 20240520
 VERSION = 1
@@ -18,6 +20,27 @@ TOKEN_BYTES = 2
 MAX_TOKENS = 2**31 - 1  # header[2] is an int32
 
 _HEADER = struct.Struct(f"<{HEADER_INTS}i")
+
+
+def shard_prefix(split: str) -> str:
+    """What every shard file of a split ("train" or "val") starts with: the trainers glob PREFIX*.bin."""
+    return f"fineweb_{split}_"
+
+
+def shard_name(split: str, index: int) -> str:
+    """The file name of a split's index-th shard, e.g. fineweb_val_000000.bin."""
+    return f"{shard_prefix(split)}{index:06d}.bin"
+
+
+def shard_bytes(num_tokens: int) -> int:
+    """The size of a shard holding num_tokens tokens."""
+    return HEADER_BYTES + TOKEN_BYTES * num_tokens
+
+
+def temp_path(final: Path) -> Path:
+    """A hidden temporary name beside final, which no glob for finished files matches (both data tools
+    write under it and rename into place)."""
+    return final.with_name(f".{final.name}.tmp-{os.getpid()}")
 
 
 class ShardError(ValueError):
@@ -51,7 +74,7 @@ def check_shard(path: str | os.PathLike, label: str | None = None) -> int:
         raise ShardError(f"{name}: magic {magic}, expected {MAGIC} (not a token shard)")
     if version != VERSION:
         raise ShardError(f"{name}: version {version}, expected {VERSION}")
-    expected = HEADER_BYTES + TOKEN_BYTES * num_tokens
+    expected = shard_bytes(num_tokens)
     if num_tokens < 0 or size != expected:
         raise ShardError(
             f"{name}: {size} bytes, but its header says {num_tokens} tokens ({expected} bytes): "

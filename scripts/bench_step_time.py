@@ -76,7 +76,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from published_study import PUBLISHED_GRAD_ACCUM, PUBLISHED_MS_PER_STEP, markdown_table  # noqa: E402
+from published_study import (PUBLISHED_GRAD_ACCUM, PUBLISHED_MS_PER_STEP, markdown_table,  # noqa: E402
+                             published_batch_tokens)
+from published_study import crossover as published_crossover  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
@@ -90,7 +92,6 @@ TINY_ENV = {"NUM_LAYERS": "2", "MODEL_DIM": "64", "NUM_HEADS": "4", "NUM_KV_HEAD
 TINY_HYBRID_ENV = {"GDN_LAYERS": "0"}
 TINY_GRAD_ACCUM, TINY_SEQS_PER_MICRO = 2, 2
 TOKEN_SEED = 20240520
-SYNTHETIC_VOCAB = 1024  # the trainers' default VOCAB_SIZE; a different VOCAB_SIZE via --env is used instead
 
 # Dense bf16 tensor-core peak of one H100 SXM (989.4 TFLOP/s without sparsity; the H200 has the same).
 PEAK_FLOPS = 989e12
@@ -134,11 +135,6 @@ def parse_env_overrides(items: list[str]) -> dict[str, str]:
             raise SystemExit(f"error: --env {item!r} must be KEY=VALUE with an upper-case trainer variable name")
         env[key] = value
     return env
-
-
-def published_batch_tokens(context: int) -> int:
-    """393,216 tokens per step up to 16,384 (24/48 sequences at 16k/8k), 524,288 above (16 sequences of 32k)."""
-    return 393_216 if context <= 16_384 else 524_288
 
 
 def config_env(model: str, context: int, tiny: bool, overrides: dict[str, str]) -> dict[str, str]:
@@ -534,24 +530,9 @@ def display_path(path: Path) -> str:
 
 
 def crossover(ms_by_context: dict[int, tuple[float, float]]) -> tuple[int | None, int | None, bool]:
-    """(first context from which the hybrid is faster at it and every larger context, the largest context
-    below it where the hybrid is slower or equal, whether the comparison flips more than once).
-
-    ms_by_context maps context -> (baseline ms/step, hybrid ms/step), for contexts with both measured.
-    """
-    contexts = sorted(ms_by_context)
-    faster = [ms_by_context[c][1] < ms_by_context[c][0] for c in contexts]
-    first = None
-    for i in range(len(contexts) - 1, -1, -1):
-        if not faster[i]:
-            break
-        first = contexts[i]
-    last_slower = None
-    for c, f in zip(contexts, faster):
-        if not f and (first is None or c < first):
-            last_slower = c
-    flips = sum(1 for a, b in zip(faster, faster[1:]) if a != b)
-    return first, last_slower, flips > 1
+    """published_study.crossover on step time: ms_by_context maps context -> (baseline ms/step, hybrid
+    ms/step), for contexts with both measured; the hybrid is ahead where it is faster."""
+    return published_crossover({c: hybrid < base for c, (base, hybrid) in ms_by_context.items()})
 
 
 def describe_crossover(first: int | None, last_slower: int | None, non_monotone: bool, measured: list[int]) -> str:
@@ -570,11 +551,11 @@ def describe_crossover(first: int | None, last_slower: int | None, non_monotone:
 
 def load_results(paths: list[Path]) -> list[dict]:
     docs = []
-    for path in sorted({display_path(p): p for p in paths}.values(), key=display_path):  # each file once
+    for shown, path in sorted({display_path(p): p for p in paths}.items()):  # each file once
         doc = json.loads(path.read_text(encoding="utf-8"))
         if doc.get("schema") != SCHEMA:
             raise SystemExit(f"error: {path} is not a {SCHEMA} file (schema {doc.get('schema')!r})")
-        doc["_path"] = display_path(path)
+        doc["_path"] = shown
         docs.append(doc)
     return docs
 
@@ -643,7 +624,7 @@ def compute_markdown(docs: list[dict], out_display: str) -> str:
     groups: dict[tuple, list[dict]] = {}
     for doc in docs:
         groups.setdefault(setup_key(doc), []).append(doc)
-    for key in sorted(groups, key=lambda k: (k[0], k[1], k[2], k[3])):
+    for key in sorted(groups):
         group = groups[key]
         device_name, torch_version, tiny, overrides = key
         results = [r for d in group for r in d.get("results", [])]

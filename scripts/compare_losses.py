@@ -33,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import report  # noqa: E402  (the one parser of trainer logs)
+from published_study import markdown_table  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,19 +43,13 @@ def parse_arm(text: str) -> tuple[str, dict[str, str]]:
     name, sep, settings = text.partition(":")
     if not sep or not name:
         raise argparse.ArgumentTypeError(f"--arm {text!r}: expected NAME:KEY=VALUE[,KEY=VALUE...] (NAME: for none)")
-    env = {}
-    for item in filter(None, settings.split(",")):
-        key, eq, value = item.partition("=")
-        if not eq or not key:
-            raise argparse.ArgumentTypeError(f"--arm {text!r}: {item!r} is not KEY=VALUE")
-        env[key] = value
-    return name, env
+    return name, dict(parse_env(item, f"--arm {text!r}") for item in filter(None, settings.split(",")))
 
 
-def parse_env(text: str) -> tuple[str, str]:
+def parse_env(text: str, where: str = "--env") -> tuple[str, str]:
     key, eq, value = text.partition("=")
     if not eq or not key:
-        raise argparse.ArgumentTypeError(f"--env {text!r}: expected KEY=VALUE")
+        raise argparse.ArgumentTypeError(f"{where}: {text!r} is not KEY=VALUE")
     return key, value
 
 
@@ -108,22 +103,20 @@ def summarize(arms: list[dict], skip_steps: int) -> None:
 
 def print_tables(arms: list[dict]) -> None:
     names = [a["name"] for a in arms]
-    print("| step | " + " | ".join(names) + " |")
-    print("|---" * (len(names) + 1) + "|")
-    for i, step in enumerate(arms[0]["steps"]):
-        cells = [f"{a['losses'][i]:.4f}" if i < len(a["losses"]) else "-" for a in arms]
-        print(f"| {step} | " + " | ".join(cells) + " |")
+    rows = [[step] + [f"{a['losses'][i]:.4f}" if i < len(a["losses"]) else "-" for a in arms]
+            for i, step in enumerate(arms[0]["steps"])]
+    print("\n".join(markdown_table(["step"] + names, rows)))
     print()
-    print("| arm | settings | world size x micro-steps | max abs diff | mean abs diff | ms/step median (min-max) | peak MiB |")
-    print("|---|---|---|---|---|---|---|")
+    rows = []
     for a in arms:
-        settings = ",".join(f"{k}={v}" for k, v in a["settings"].items()) or "(unchanged)"
-        if a["ms_per_step"] is None:
-            timing = "-"
-        else:
-            timing = f"{a['ms_per_step']:.1f} ({a['ms_per_step_range'][0]:.1f}-{a['ms_per_step_range'][1]:.1f})"
-        print(f"| {a['name']} | {settings} | {a['world_size']}x{a['grad_accum_steps']} | {a['max_abs_diff']:.4f} "
-              f"| {a['mean_abs_diff']:.4f} | {timing} | {a['peak_alloc_mib'] if a['peak_alloc_mib'] is not None else '-'} |")
+        timing = "-" if a["ms_per_step"] is None else (
+            f"{a['ms_per_step']:.1f} ({a['ms_per_step_range'][0]:.1f}-{a['ms_per_step_range'][1]:.1f})")
+        rows.append([a["name"], ",".join(f"{k}={v}" for k, v in a["settings"].items()) or "(unchanged)",
+                     f"{a['world_size']}x{a['grad_accum_steps']}", f"{a['max_abs_diff']:.4f}",
+                     f"{a['mean_abs_diff']:.4f}", timing,
+                     a["peak_alloc_mib"] if a["peak_alloc_mib"] is not None else "-"])
+    print("\n".join(markdown_table(["arm", "settings", "world size x micro-steps", "max abs diff", "mean abs diff",
+                                     "ms/step median (min-max)", "peak MiB"], rows)))
 
 
 def main(argv: list[str] | None = None) -> int:

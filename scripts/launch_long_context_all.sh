@@ -14,9 +14,6 @@ if [[ $# -ne 0 ]]; then
 fi
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 for seq_len in 8192 16384 32768; do
-    if [[ -n "${RUN_ID:-}" ]]; then
-        RUN_ID="${RUN_ID}_${seq_len}" "./run_${MODEL}_long_context_single_h100.sh" "$seq_len"
-    else
-        "./run_${MODEL}_long_context_single_h100.sh" "$seq_len"
-    fi
+    # Empty when you set none: the single-length launcher then picks its default RUN_ID.
+    RUN_ID="${RUN_ID:+${RUN_ID}_${seq_len}}" "./run_${MODEL}_long_context_single_h100.sh" "$seq_len"
 done

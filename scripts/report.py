@@ -16,7 +16,7 @@ a line of 100 '=', then the run's lines; only the part after the separator is pa
 
 The tables are also printed to stdout. The same logs give byte-identical outputs: nothing depends on
 the current time, the file order on disk or the machine. Every number comes from the logs, except
-the published study's numbers (PUBLISHED below), which are quoted for comparison.
+the published study's numbers (scripts/published_study.py), which are quoted for comparison.
 
 Runs are grouped by model, context, kernel variant and device. The variant is "default" unless the
 run asked for non-default kernel settings (SDPA_BACKEND, GDN_BACKEND, or GRAD_ACCUM_STEPS other than
@@ -40,7 +40,8 @@ from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from published_study import PUBLISHED_MS_PER_STEP, PUBLISHED_VAL_BPB, markdown_table  # noqa: E402
+from published_study import (PUBLISHED_KERNELS, PUBLISHED_MS_PER_STEP, PUBLISHED_VAL_BPB,  # noqa: E402
+                             crossover, markdown_table)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BEGIN_MARKER = "<!-- report:begin -->"
@@ -50,11 +51,8 @@ MODELS = ("baseline", "hybrid")
 SUBMIT_MODEL = "hybrid"
 PLOT_TIME = "val_bpb_vs_time.png"
 PLOT_SPEED = "ms_per_step_vs_context.png"
-PUBLISHED_KERNELS = {"SDPA_BACKEND": "flash", "GRAD_ACCUM_STEPS": 8}
 DEFAULT_DATASET = "fineweb10B_sp1024"
 
-# The published long-context study (FineWeb, one H100, 600 s): final val_bpb and ms/step.
-PUBLISHED = {"val_bpb": PUBLISHED_VAL_BPB, "ms_per_step": PUBLISHED_MS_PER_STEP}
 
 # ---------------------------------------------------------------------------------------------
 # Parsing
@@ -135,6 +133,11 @@ class Run:
     @property
     def ms_per_step(self) -> float | None:
         return self.train[-1][2] if self.train else None
+
+    def val_bpb_at(self, step: int) -> float | None:
+        """The val_bpb logged at this step (the last one, if logged twice), or None."""
+        values = [p[2] for p in self.val if p[0] == step]
+        return values[-1] if values else None
 
     @property
     def steps(self) -> int | None:
@@ -228,7 +231,7 @@ def parse_log(path: Path) -> Run:
         elif m := RE_WORLD.match(line):
             run.world_size, run.grad_accum_steps = int(m[1]), int(m[2])
             if run.device == "?":
-                run.device = "cpu" if m[3] == "cpu" else m[3]
+                run.device = m[3]
         elif m := RE_BATCH.match(line):
             run.batch_tokens, run.seq_len = int(m[1]), int(m[2])
         elif m := RE_SEED.match(line):
@@ -384,7 +387,7 @@ def equal_step_rows(groups: list[Group], comps: list[dict]) -> list[dict]:
         def val_at(group: Group) -> float | None:
             if step is None:
                 return None
-            return round(sum([p[2] for p in r.val if p[0] == step][-1] for r in group.runs) / len(group.runs), 8)
+            return round(sum(r.val_bpb_at(step) for r in group.runs) / len(group.runs), 8)
 
         b_ms, h_ms = base.mean("ms_per_step"), hyb.mean("ms_per_step")
         rows.append({**c, "ms_ratio": round(h_ms / b_ms, 8) if b_ms and h_ms else None,
@@ -402,10 +405,10 @@ def crossover_sentence(comps: list[dict]) -> str:
     tested = ", ".join(fmt_ctx(c["seq_len"]) for c in default)
     if not wins:
         return f"Crossover: the baseline wins at every context run so far ({tested})."
-    first = wins[0]
-    if all(c["winner"] == "hybrid" for c in default if c["seq_len"] >= first):
-        below = [c["seq_len"] for c in default if c["seq_len"] < first]
-        where = f"between {fmt_ctx(below[-1])} and {fmt_ctx(first)}" if below else f"at or below {fmt_ctx(first)}"
+    first, last_behind, _ = crossover({c["seq_len"]: c["winner"] == "hybrid" for c in default})
+    if first == wins[0]:  # the hybrid wins at the first context it wins and at every larger one
+        where = (f"between {fmt_ctx(last_behind)} and {fmt_ctx(first)}" if last_behind
+                 else f"at or below {fmt_ctx(first)}")
         return (f"Crossover: the hybrid wins from {fmt_ctx(first)} up, so it lies {where} "
                 f"(contexts run: {tested}).")
     return f"Crossover: no single one; the hybrid wins at {', '.join(fmt_ctx(s) for s in wins)} of {tested}."
@@ -527,8 +530,7 @@ def build_section(runs: list[Run], skipped: list[str], groups: list[Group], curv
         for step in steps:
             row = [step]
             for r in curve_runs:
-                values = [p[2] for p in r.val if p[0] == step]
-                row.append(fmt(values[-1]) if values else "–")
+                row.append(fmt(r.val_bpb_at(step)))
             rows.append(row)
         lines += markdown_table(header, rows) + [""]
     else:
@@ -536,7 +538,7 @@ def build_section(runs: list[Run], skipped: list[str], groups: list[Group], curv
 
     # Published study.
     lines += ["### Compared with the published study", ""]
-    pub_bpb, pub_ms = PUBLISHED["val_bpb"], PUBLISHED["ms_per_step"]
+    pub_bpb, pub_ms = PUBLISHED_VAL_BPB, PUBLISHED_MS_PER_STEP
     pub_ctx = sorted(pub_bpb["baseline"])
     pub_winners = ["hybrid" if pub_bpb["hybrid"][c] < pub_bpb["baseline"][c] else "baseline" for c in pub_ctx]
     lines += ["Published (FineWeb, one H100, 600 s) at " + " / ".join(fmt_ctx(c) for c in pub_ctx) + ": val_bpb baseline "
@@ -685,7 +687,7 @@ def make_plots(runs: list[Run], groups: list[Group], plots_dir: Path) -> None:
             colors = MODEL_COLORS.get(model, ("#444444",))
             ax.plot([g.seq_len for g in gs], [g.mean("ms_per_step") for g in gs], "-" if variant == "default" else "--",
                     marker="o", color=colors[0 if variant == "default" else 2], label=label)
-        pub_ms = PUBLISHED["ms_per_step"]
+        pub_ms = PUBLISHED_MS_PER_STEP
         ours_ctx = {g.seq_len for g in groups}
         for model in MODELS:
             pts = sorted(c for c in pub_ms[model] if c in ours_ctx)

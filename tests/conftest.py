@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-for path in (REPO_ROOT, REPO_ROOT / "data"):  # the trainers, and the data tools
+for path in (REPO_ROOT, REPO_ROOT / "data", REPO_ROOT / "scripts"):  # the trainers, the data tools, the scripts
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 

@@ -6,7 +6,6 @@ code path of the GPU benchmark except CUDA timing/memory runs here; it takes a f
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -18,13 +17,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "bench_step_time.py"
 CONTEXTS = [32, 64]
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_step_time", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def run_script(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -132,7 +124,7 @@ def test_regenerate_compute_md_crossover_and_determinism(tmp_path):
 
 
 def test_crossover_and_flops_helpers():
-    bench = load_bench()
+    import bench_step_time as bench  # scripts/ is on sys.path (conftest)
     assert bench.crossover({8192: (594, 757), 16384: (952, 847), 32768: (2202, 1361)}) == (16384, 8192, False)
     assert bench.crossover({4096: (1, 2), 8192: (2, 3)}) == (None, 8192, False)
     assert bench.crossover({4096: (2, 1), 8192: (3, 2)}) == (4096, None, False)

@@ -20,24 +20,17 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-REPO = Path(__file__).resolve().parents[1]
+import cached_challenge_fineweb as ccf  # data/ is on sys.path (conftest)
+import prepare_local
+import shard_format
+import train_gpt
+from conftest import FIXTURE_DOCS as FIXTURE
+from conftest import REPO_ROOT as REPO
+
 DATA = REPO / "data"
-if str(DATA) not in sys.path:
-    sys.path.insert(0, str(DATA))
-
-import cached_challenge_fineweb as ccf  # noqa: E402
-import prepare_local  # noqa: E402
-import shard_format  # noqa: E402
-
-FIXTURE = REPO / "tests" / "fixtures" / "docs.jsonl"
 SHARED_CORPUS = REPO.parent / "shared" / "corpus"
 VAL_DOCS = 5
 SHARD_TOKENS = 20_000
-
-
-def fixture_docs() -> list[str]:
-    with FIXTURE.open(encoding="utf-8") as f:
-        return [json.loads(line)["text"] for line in f]
 
 
 def run_prepare(root: Path, *extra: str, inputs=(FIXTURE,), name="fx", val_docs=VAL_DOCS, vocab=1024) -> int:
@@ -93,9 +86,9 @@ def model_path(built) -> Path:
 # ----------------------------------------------------------------------------- prepare_local: good input
 
 
-def test_shards_decode_back_to_the_documents(built, model_path):
+def test_shards_decode_back_to_the_documents(built, model_path, fixture_docs):
     sp = spm.SentencePieceProcessor(model_file=str(model_path))
-    docs = fixture_docs()
+    docs = fixture_docs
     val = split_documents(np.concatenate([read_shard(p) for p in shard_paths(built, split="val")]))
     train = split_documents(np.concatenate([read_shard(p) for p in shard_paths(built, split="train")]))
     assert len(val) == VAL_DOCS and len(train) == len(docs) - VAL_DOCS
@@ -103,9 +96,9 @@ def test_shards_decode_back_to_the_documents(built, model_path):
         assert sp.decode(ids.tolist()) == normalized(sp, text)
 
 
-def test_manifest_counts_match_the_shards(built):
+def test_manifest_counts_match_the_shards(built, fixture_docs):
     manifest = json.loads((built / "datasets" / "fx" / "manifest.json").read_text(encoding="utf-8"))
-    docs = fixture_docs()
+    docs = fixture_docs
     expected_docs = {"val": docs[:VAL_DOCS], "train": docs[VAL_DOCS:]}
     for split, info in manifest["splits"].items():
         tokens = np.concatenate([read_shard(built / "datasets" / "fx" / s["file"]) for s in info["shards"]])
@@ -192,8 +185,8 @@ def test_reused_tokenizer_gives_the_same_shards(built, model_path, tmp_path):
     assert manifest["tokenizer"]["source"] == "given"
 
 
-def test_folders_txt_and_compressed_files_keep_input_order(model_path, tmp_path):
-    docs = fixture_docs()[:6]
+def test_folders_txt_and_compressed_files_keep_input_order(model_path, tmp_path, fixture_docs):
+    docs = fixture_docs[:6]
     src = tmp_path / "src"
     (src / "b_sub").mkdir(parents=True)
     with gzip.open(src / "a.jsonl.gz", "wt", encoding="utf-8") as f:
@@ -379,14 +372,13 @@ def test_first_documents_of_the_shared_corpus_round_trip(tmp_path):
 # ----------------------------------------------------------------------------- the trainer reads these shards
 
 
-def test_trainer_loads_the_shards(built, model_path, tmp_path):
-    train_gpt = pytest.importorskip("train_gpt", reason="train_gpt.py not importable yet")
+def test_trainer_loads_the_shards(built, model_path, tmp_path, fixture_docs):
     sp = spm.SentencePieceProcessor(model_file=str(model_path))
     paths = shard_paths(built, split="val") + shard_paths(built, split="train")
     tokens = np.concatenate([train_gpt.load_data_shard(p).numpy() for p in paths])
     assert np.array_equal(tokens, np.concatenate([read_shard(p) for p in paths]))
     decoded = [sp.decode(ids.tolist()) for ids in split_documents(tokens)]
-    assert decoded == [normalized(sp, d) for d in fixture_docs()]
+    assert decoded == [normalized(sp, d) for d in fixture_docs]
 
     bad = tmp_path / "bad.bin"
     good = paths[0].read_bytes()

@@ -52,14 +52,18 @@ def torchrun_calls(proc: subprocess.CompletedProcess) -> list[dict]:
     return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
 
 
+def assert_bash_that_parses(path: Path) -> str:
+    text = path.read_text()
+    assert text.startswith("#!/usr/bin/env bash\n")
+    assert subprocess.run(["bash", "-n", str(path)]).returncode == 0
+    return text
+
+
 @pytest.mark.parametrize("script", [s for s, _ in SINGLE.values()] + list(ALL.values()))
 def test_scripts_are_strict_executable_bash(script):
     path = REPO_ROOT / script
-    text = path.read_text()
     assert os.access(path, os.X_OK), f"{script} is not executable"
-    assert text.startswith("#!/usr/bin/env bash\n")
-    assert "set -euo pipefail" in text
-    assert subprocess.run(["bash", "-n", str(path)]).returncode == 0
+    assert "set -euo pipefail" in assert_bash_that_parses(path)
 
 
 @pytest.mark.parametrize("model", list(SINGLE))
@@ -162,9 +166,7 @@ def test_all_stops_at_first_failure(model, fake_env, tmp_path):
 
 @pytest.mark.parametrize("script", sorted(p.name for p in (REPO_ROOT / "scripts" / "device").glob("*.sh")))
 def test_device_scripts_parse(script):
-    path = REPO_ROOT / "scripts" / "device" / script
-    assert path.read_text().startswith("#!/usr/bin/env bash\n")
-    assert subprocess.run(["bash", "-n", str(path)]).returncode == 0
+    assert_bash_that_parses(REPO_ROOT / "scripts" / "device" / script)
 
 
 def test_device_queue_runs_each_job_through_the_launcher(fake_env, tmp_path):

@@ -13,6 +13,7 @@ The expected numbers are computed here from the log text with this file's own pa
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shutil
@@ -70,8 +71,10 @@ def facts(path: Path) -> dict:
     }
 
 
-def fixture_facts() -> list[dict]:
-    return [facts(p) for p in sorted(FIXTURE_LOGS.glob("*.txt"))]
+@functools.cache
+def fixture_facts() -> tuple[dict, ...]:
+    """The fixture logs' facts, read once (tests only filter them)."""
+    return tuple(facts(p) for p in sorted(FIXTURE_LOGS.glob("*.txt")))
 
 
 def default_runs(all_facts, model, ctx) -> list[dict]:
@@ -236,11 +239,7 @@ def test_more_steps_or_better_steps(report):
 
 
 def test_crossover_sentence_cases():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("report_module", REPORT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
+    import report as module  # scripts/ is on sys.path (conftest); `report` is also a fixture name here
 
     def comps(*winners):
         return [{"seq_len": 8192 * 2 ** i, "variant": "default", "winner": w} for i, w in enumerate(winners)]

@@ -15,8 +15,9 @@ for job in "$@"; do
     read -r model seq_len seed extra <<< "$job"
     echo "$(date +%T) start $job"
     # shellcheck disable=SC2086  # extra holds KEY=VALUE words
-    env DATA_PATH="$T/data/datasets/corpus_sp1024" TOKENIZER_PATH="$T/data/tokenizers/corpus_sp1024.model" \
-        LOG_DIR="$T/logs" SEED="$seed" RUN_ID="${model}_${seq_len}_seed${seed}_$(date +%Y%m%d_%H%M%S)" ${extra:-} \
+    # RUN_ID unset: the launcher's default names the run by model, length, seed and time.
+    env -u RUN_ID DATA_PATH="$T/data/datasets/corpus_sp1024" TOKENIZER_PATH="$T/data/tokenizers/corpus_sp1024.model" \
+        LOG_DIR="$T/logs" SEED="$seed" ${extra:-} \
         bash scripts/launch_long_context.sh "$model" "$seq_len" > "$T/logs/stdout_${model}_${seq_len}_${seed}.out" 2>&1
     status=$?
     echo "$(date +%T) end $job rc=$status"
