@@ -41,7 +41,7 @@ Model FLOPs utilisation (CUDA only; '-' on CPU):
 Usage:
   python3 scripts/bench_step_time.py [--models baseline,hybrid] [--contexts 4096,8192,16384,32768]
       [--warmup 5] [--steps 10] [--repeats 3] [--env KEY=VALUE ...] [--out-json PATH] [--out-md PATH]
-      [--tiny] [--device auto|cpu|cuda]
+      [--tiny] [--device auto|cpu|cuda] [--profile-steps N]
   python3 scripts/bench_step_time.py --regenerate-compute-md RESULTS.json [RESULTS.json ...] [--out-md PATH]
 
 --tiny shrinks the model (NUM_LAYERS=2, MODEL_DIM=64, NUM_HEADS=4, NUM_KV_HEADS=2; hybrid
@@ -49,6 +49,14 @@ GDN_LAYERS=0, so one GDN and one attention layer), uses contexts 64,128 unless -
 and batches of 2 micro-steps x 2 sequences, and runs on the CPU unless --device says otherwise: it
 tests the script's code paths in seconds. A configuration that fails (out of memory, say) is
 recorded with its error and the others still run; the exit status is 1 if any failed.
+
+--profile-steps N runs N more steps of each configuration under torch.profiler after the timed blocks
+and sums the self time of every CUDA kernel (on the CPU: of every operator) by category (inductor's
+fused kernels, attention, the GDN's fla kernels and convolutions, matmuls, optimizer, communication,
+copies, other; PROFILE_CATEGORIES), with the top kernels; the wall time of those steps is printed
+beside the kernel time, so the gap shows how much of a step the GPU waits for the host. On CUDA
+each record also keeps the SM clock, power and clock-limit reasons read with nvidia-smi right
+after the timed blocks.
 
 --regenerate-compute-md rebuilds compute_experiment.md (the crossover probe: where the hybrid
 becomes faster per step than the baseline, ours against the published) from the given JSON files
@@ -245,7 +253,7 @@ def sync(device: torch.device) -> None:
 
 
 def run_config(model_name: str, context: int, env: dict[str, str], device: torch.device, warmup: int, steps: int,
-               repeats: int, record: dict, log) -> None:
+               repeats: int, record: dict, log, profile_n: int = 0) -> None:
     """Build, warm up and time one configuration, filling `record` as it goes (so a failure keeps what was known)."""
     trainer = importlib.import_module(MODELS[model_name])
     h = trainer.Hyperparameters(env)
@@ -323,6 +331,11 @@ def run_config(model_name: str, context: int, env: dict[str, str], device: torch
         record["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
         record["peak_reserved_gib"] = torch.cuda.max_memory_reserved(device) / 2**30
     record["final_loss"] = float(loss.item()) if loss is not None else None
+    if use_cuda:
+        record["gpu_clocks_after_timing"] = gpu_clocks()
+    if profile_n > 0:
+        record["profile"] = profile_steps(step, profile_n, device)
+        log(profile_text(record))
     del model, base_model, optimizers
 
 
@@ -349,6 +362,105 @@ def free_memory(device: torch.device) -> None:
         pass
     if device.type == "cuda":
         torch.cuda.empty_cache()
+
+
+# -----------------------------
+# Where the time goes (--profile-steps)
+# -----------------------------
+
+# Kernel (CUDA) or operator (CPU) names -> a category; the first pattern that matches wins. Inductor names
+# its generated kernels triton_{poi,red,per,tem}_*, so it goes first: a fused kernel's name can contain the
+# names of the ops it fused (e.g. "convolution").
+PROFILE_CATEGORIES = [
+    ("inductor fused (elementwise, norms, rotary)", r"^triton_(poi|red|per|tem)_"),
+    ("attention (sdpa)", r"flash|fmha|cudnn|sdpa|scaled_dot_product|attention"),
+    ("gdn (fla kernels, conv)", r"chunk|gated_delta|recompute_w_u|solve_tril|kkt|l2norm|cumsum|causal_conv|"
+                                r"conv1d|convolution|fla"),
+    ("matmul", r"gemm|cutlass|xmma|nvjet|cublas|matmul|aten::mm|aten::bmm|aten::addmm|aten::linear"),
+    ("optimizer (muon, adam)", r"optimizer|muon|multi_tensor|adam|foreach"),
+    ("communication", r"nccl|all_reduce|allreduce"),
+    ("copies", r"memcpy|memset|copy_|fill_"),
+]
+PROFILE_TOP = 15
+
+
+def profile_category(name: str) -> str:
+    for category, pattern in PROFILE_CATEGORIES:
+        if re.search(pattern, name, flags=re.IGNORECASE):
+            return category
+    return "other"
+
+
+def profile_summary(events: list[tuple[str, float, int]], n_steps: int, wall_s: float) -> dict:
+    """events: (name, self time in microseconds, calls) per distinct kernel (CUDA) or operator (CPU), summed
+    over n_steps steps. Returns per-step milliseconds by category and the top kernels; busy = the sum of
+    kernel times (kernels on different streams can overlap, so it can exceed the wall time)."""
+    busy_us = sum(us for _, us, _ in events)
+    by_category: dict[str, float] = {}
+    for name, us, _ in events:
+        category = profile_category(name)
+        by_category[category] = by_category.get(category, 0.0) + us
+    per_step = 1e-3 / n_steps  # microseconds over n_steps -> milliseconds per step
+    categories = [{"category": c, "ms_per_step": us * per_step, "share_of_busy": us / busy_us if busy_us else 0.0}
+                  for c, us in sorted(by_category.items(), key=lambda kv: -kv[1])]
+    top = [{"name": name, "category": profile_category(name), "ms_per_step": us * per_step,
+            "calls_per_step": calls / n_steps}
+           for name, us, calls in sorted(events, key=lambda e: -e[1])[:PROFILE_TOP]]
+    return {"steps": n_steps, "wall_ms_per_step": 1000.0 * wall_s / n_steps, "busy_ms_per_step": busy_us * per_step,
+            "categories": categories, "top": top}
+
+
+def profile_steps(step, n_steps: int, device: torch.device) -> dict:
+    """Run n_steps more steps under torch.profiler and sum the self time of every CUDA kernel (on CPU: of every
+    operator). The profiler's own overhead makes the wall time longer than a timed block's."""
+    from torch.profiler import ProfilerActivity, profile
+
+    on_cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU, ProfilerActivity.CUDA] if on_cuda else [ProfilerActivity.CPU]
+    sync(device)
+    with profile(activities=activities) as prof:
+        t0 = time.perf_counter()
+        for _ in range(n_steps):
+            step()
+        sync(device)
+        wall_s = time.perf_counter() - t0
+    wanted = torch.autograd.DeviceType.CUDA if on_cuda else torch.autograd.DeviceType.CPU
+    events = []
+    for e in prof.key_averages():
+        if e.device_type != wanted:
+            continue
+        us = e.self_device_time_total if on_cuda else e.self_cpu_time_total
+        if us > 0:
+            events.append((e.key, float(us), int(e.count)))
+    return profile_summary(events, n_steps, wall_s)
+
+
+def gpu_clocks() -> dict | None:
+    """SM clock, power and the active clock-limit reasons from nvidia-smi (None without it): a sustained run on
+    the lent H100 sat at 1800 of 1980 MHz under its software power cap (0x4), which a short bench may not."""
+    query = "clocks.sm,clocks.max.sm,power.draw,temperature.gpu,clocks_throttle_reasons.active"
+    try:
+        out = subprocess.run(["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader,nounits", "-i", "0"],
+                             capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        sm, sm_max, power, temp, reasons = [v.strip() for v in out.splitlines()[0].split(",")]
+        return {"sm_mhz": float(sm), "sm_max_mhz": float(sm_max), "power_w": float(power), "temp_c": float(temp),
+                "limit_reasons": reasons}
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def profile_text(record: dict) -> str:
+    prof = record["profile"]
+    unit = "kernel" if record["device_type"] == "cuda" else "operator"
+    head = (f"{record['model']} @ {record['context']}: {prof['steps']} profiled steps, wall "
+            f"{prof['wall_ms_per_step']:.1f} ms/step (profiler on), {unit} time {prof['busy_ms_per_step']:.1f} ms/step")
+    cats = text_table(["category", "ms/step", "share"],
+                      [[c["category"], f"{c['ms_per_step']:.1f}", f"{100 * c['share_of_busy']:.1f}%"]
+                       for c in prof["categories"]])
+    top = text_table([unit, "category", "ms/step", "calls/step"],
+                     [[t["name"][:90], t["category"], f"{t['ms_per_step']:.2f}", f"{t['calls_per_step']:g}"]
+                      for t in prof["top"]])
+    return "\n".join([head, cats, "", top])
 
 
 # -----------------------------
@@ -418,6 +530,9 @@ def bench_markdown(doc: dict) -> str:
         *details,
         "",
     ]
+    for r in doc["results"]:
+        if r.get("profile"):
+            out += [f"## Where the time goes: {r['model']} @ {r['context']}", "", "```", profile_text(r), "```", ""]
     return "\n".join(out)
 
 
@@ -448,8 +563,8 @@ def run_benchmark(args: argparse.Namespace) -> int:
         torch.cuda.set_device(device)
     elif args.tiny:
         torch.set_num_threads(1)  # tiny matrices gain nothing from threads; on a busy CPU they cost ~10x
-    if args.warmup < 0 or args.steps < 1 or args.repeats < 1:
-        raise SystemExit("error: --warmup must be >= 0, --steps and --repeats >= 1")
+    if args.warmup < 0 or args.steps < 1 or args.repeats < 1 or args.profile_steps < 0:
+        raise SystemExit("error: --warmup and --profile-steps must be >= 0, --steps and --repeats >= 1")
 
     def log(msg: str) -> None:
         print(msg, flush=True)
@@ -460,7 +575,8 @@ def run_benchmark(args: argparse.Namespace) -> int:
         "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "environment": environment_info(device),
         "settings": {"models": models, "contexts": contexts, "warmup": args.warmup, "steps": args.steps,
-                     "repeats": args.repeats, "env_overrides": overrides, "tiny": args.tiny,
+                     "repeats": args.repeats, "profile_steps": args.profile_steps,
+                     "env_overrides": overrides, "tiny": args.tiny,
                      "token_seed": TOKEN_SEED, "peak_flops": PEAK_FLOPS, "timer": "perf_counter+synchronize"},
         "flop_formula": FLOP_FORMULA_MD,
         "results": [],
@@ -478,7 +594,8 @@ def run_benchmark(args: argparse.Namespace) -> int:
                   "device_type": device.type, "env": env, "status": "running"}
         log(f"[{i}/{len(configs)}] {model_name} context {context}")
         try:
-            run_config(model_name, context, env, device, args.warmup, args.steps, args.repeats, record, log)
+            run_config(model_name, context, env, device, args.warmup, args.steps, args.repeats, record, log,
+                       profile_n=args.profile_steps)
             record["status"] = "ok"
         except Exception as exc:  # noqa: BLE001 - one failing configuration must not stop the others
             record["status"] = "failed"
@@ -724,6 +841,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3, help="timed blocks")
     p.add_argument("--env", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="trainer settings on top of the defaults, e.g. SDPA_BACKEND=flash COMPILE=0")
+    p.add_argument("--profile-steps", type=int, default=0,
+                   help="after timing, this many more steps under torch.profiler: kernel time by category and "
+                        "the top kernels (CPU: operators), printed and in the JSON")
     p.add_argument("--out-json", help="write every result, raw block times included, as JSON")
     p.add_argument("--out-md", help="write the Markdown table (with --regenerate-compute-md: the output path, "
                                     "default compute_experiment.md at the repository root)")

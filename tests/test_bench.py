@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+import bench_step_time as bench  # scripts/ is on sys.path (conftest)
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "bench_step_time.py"
 CONTEXTS = [32, 64]
@@ -28,7 +30,7 @@ def run_script(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 def test_tiny_benchmark_both_models(tmp_path):
     out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
     proc = run_script("--tiny", "--models", "baseline,hybrid", "--contexts", ",".join(map(str, CONTEXTS)),
-                      "--warmup", "1", "--steps", "2", "--repeats", "2",
+                      "--warmup", "1", "--steps", "2", "--repeats", "2", "--profile-steps", "1",
                       "--out-json", str(out_json), "--out-md", str(out_md))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
@@ -49,6 +51,14 @@ def test_tiny_benchmark_both_models(tmp_path):
         assert r["grad_accum_steps"] == 2 and r["batch_tokens"] == 2 * 2 * context
         assert r["sdpa_backend"] == "math" and r["compile"] is False
         assert r["mixer_lines"]
+        # --profile-steps 1: operator self times by category; they add up to the total, matmuls are there
+        prof = r["profile"]
+        assert prof["steps"] == 1 and prof["wall_ms_per_step"] > 0 and prof["busy_ms_per_step"] > 0
+        cats = {c["category"]: c["ms_per_step"] for c in prof["categories"]}
+        assert sum(cats.values()) == pytest.approx(prof["busy_ms_per_step"], rel=1e-9)
+        assert cats["matmul"] > 0 and cats["attention (sdpa)"] > 0
+        top = [t["ms_per_step"] for t in prof["top"]]
+        assert top == sorted(top, reverse=True) and len(top) == bench.PROFILE_TOP
     assert got[("baseline", 32)]["attn_layers"] == 2
     assert got[("hybrid", 32)]["attn_layers"] == 1  # GDN_LAYERS=0: block 0 is Gated DeltaNet
     assert "gdn_layers:[0]" in got[("hybrid", 32)]["mixer_lines"][0]
@@ -60,6 +70,35 @@ def test_tiny_benchmark_both_models(tmp_path):
         for context in CONTEXTS:
             assert f"| {model} | {context} | {2 * 2 * context:,} | 2 | " in md
     assert "6 x N_nonembed" in md
+    assert "## Where the time goes: hybrid @ 64" in md and "gdn (fla kernels, conv)" in md
+
+
+@pytest.mark.parametrize("name, category", [
+    ("triton_poi_fused_convolution_silu_3", "inductor fused (elementwise, norms, rotary)"),  # inductor first
+    ("cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16", "attention (sdpa)"),
+    ("flash_bwd_dq_dk_dv_loop_seqk_parallel_kernel", "attention (sdpa)"),
+    ("chunk_gated_delta_rule_fwd_kernel_h_blockdim64", "gdn (fla kernels, conv)"),
+    ("recompute_w_u_fwd_kernel", "gdn (fla kernels, conv)"),
+    ("nvjet_tst_128x256_64x4_2x1_v_bz_coopB_TNN", "matmul"),
+    ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64", "matmul"),
+    ("void at::native::multi_tensor_apply_kernel<...>", "optimizer (muon, adam)"),
+    ("ncclDevKernel_AllReduce_Sum_f32_RING_LL", "communication"),
+    ("Memcpy HtoD (Pageable -> Device)", "copies"),
+    ("void at::native::vectorized_elementwise_kernel<4, at::native::AbsFunctor>", "other"),
+])
+def test_profile_categories(name, category):
+    assert bench.profile_category(name) == category
+
+
+def test_profile_summary_per_step_and_shares():
+    events = [("nvjet_gemm", 3000.0, 40), ("flash_fwd_kernel", 1000.0, 8), ("mystery", 1000.0, 2)]  # us over 2 steps
+    prof = bench.profile_summary(events, n_steps=2, wall_s=0.004)
+    assert prof["wall_ms_per_step"] == pytest.approx(2.0) and prof["busy_ms_per_step"] == pytest.approx(2.5)
+    assert [(c["category"], c["ms_per_step"], c["share_of_busy"]) for c in prof["categories"]] == [
+        ("matmul", pytest.approx(1.5), pytest.approx(0.6)), ("attention (sdpa)", pytest.approx(0.5), pytest.approx(0.2)),
+        ("other", pytest.approx(0.5), pytest.approx(0.2))]
+    assert prof["top"][0] == {"name": "nvjet_gemm", "category": "matmul", "ms_per_step": pytest.approx(1.5),
+                              "calls_per_step": 20.0}
 
 
 def test_failed_configuration_is_recorded_and_others_run(tmp_path):

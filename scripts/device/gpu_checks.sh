@@ -7,7 +7,10 @@
 #   micro_steps     compare_losses.py: hybrid at 8k, 20 steps, 8 micro-steps vs the probe's choice
 #   variants        compare_losses.py: hybrid at 8k, 20 steps, default vs FUSED_PROJECTIONS=1 vs GDN_FLA_FUSED=1
 #                   vs GDN_CUSTOM_OP=1
+#   custom_op_tests pytest tests/test_gdn.py -k custom_op (the GDN_CUSTOM_OP ops against fla's wrapper, opcheck)
 #   bench_variants  bench_step_time.py: hybrid at 8k/16k/32k, GDN_HEADS=4 GDN_KEY_DIM=64 (power-of-two heads)
+#   profile         bench_step_time.py: both models at 32k, 2 timed blocks, then 2 steps under torch.profiler
+#                   (kernel time by category, top kernels, SM clock and power after the timed blocks)
 # Usage: REPO=$PWD setsid nohup bash /tmp/q/gpu_checks.sh fla_tests micro_steps > /tmp/checks.out 2>&1 < /dev/null &
 set -uo pipefail
 T=${DEVICE_TMP:-/tmp}
@@ -29,9 +32,12 @@ for step in "$@"; do
             --arm default: --arm fused_proj:FUSED_PROJECTIONS=1 --arm fla_fused:GDN_FLA_FUSED=1 \
             --arm custom_op:GDN_CUSTOM_OP=1 \
             --out-json "$out/variants.json" > "$out/variants.out" 2>&1 ;;
+        custom_op_tests) timeout 600 python3 -m pytest tests/test_gdn.py -k custom_op -q -rs > "$out/custom_op_tests.out" 2>&1 ;;
+        profile) timeout 900 python3 scripts/bench_step_time.py --contexts 32768 --warmup 3 --steps 5 --repeats 2 \
+            --profile-steps 2 --out-json "$out/profile_32k.json" --out-md "$out/profile_32k.md" > "$out/profile_32k.out" 2>&1 ;;
         bench_variants) timeout 1500 python3 scripts/bench_step_time.py --models hybrid --contexts 8192,16384,32768 \
             --env GDN_HEADS=4 GDN_KEY_DIM=64 --out-json "$out/bench_heads4.json" > "$out/bench_heads4.out" 2>&1 ;;
-        *) echo "unknown step $step (fla_tests, micro_steps, variants, bench_variants)"; continue ;;
+        *) echo "unknown step $step (fla_tests, custom_op_tests, micro_steps, variants, bench_variants, profile)"; continue ;;
     esac
     status=$?
     echo "$(date +%T) end $step rc=$status"
