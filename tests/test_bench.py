@@ -79,6 +79,9 @@ def test_tiny_benchmark_both_models(tmp_path):
     ("flash_bwd_dq_dk_dv_loop_seqk_parallel_kernel", "attention (sdpa)"),
     ("chunk_gated_delta_rule_fwd_kernel_h_blockdim64", "gdn (fla kernels, conv)"),
     ("recompute_w_u_fwd_kernel", "gdn (fla kernels, conv)"),
+    ("prepare_wy_repr_bwd_kernel", "gdn (fla kernels, conv)"),
+    ("kernel_kernel", "gdn (fla kernels, conv)"),  # TileLang's name for fla's Hopper backward kernel
+    ("my_kernel_kernel_v2", "other"),
     ("nvjet_tst_128x256_64x4_2x1_v_bz_coopB_TNN", "matmul"),
     ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64", "matmul"),
     ("void at::native::multi_tensor_apply_kernel<...>", "optimizer (muon, adam)"),
