@@ -151,6 +151,9 @@ class Hyperparameters:
         # Projections that read the same input as one matmul over their stacked weights, then a split
         # (attention q/k/v; the hybrid's GDN inputs): the same maths, the same separate parameters.
         self.fused_projections = env_flag(env, "FUSED_PROJECTIONS", False)
+        # Muon orthogonalises all matrices of one shape together (one batched Newton-Schulz chain per shape)
+        # and updates momentum and weights with foreach ops: the same maths per matrix, far fewer launches.
+        self.muon_batched = env_flag(env, "MUON_BATCHED", False)
 
     @property
     def train_files(self) -> str:
@@ -213,24 +216,27 @@ class Hyperparameters:
 
 
 def zeropower_via_newtonschulz5(grad: Tensor, steps: int = 5, eps: float = 1e-7) -> Tensor:
-    """Approximately orthogonalise a matrix (U V^T of its SVD) with a quintic Newton-Schulz iteration in bf16."""
+    """Approximately orthogonalise a matrix (U V^T of its SVD) with a quintic Newton-Schulz iteration in bf16.
+    grad: (rows, cols), or (n, rows, cols) for n matrices of one shape, each orthogonalised on its own."""
     a, b, c = (3.4445, -4.7750, 2.0315)
     x = grad.bfloat16()
-    x = x / (x.norm() + eps)
-    transposed = grad.size(0) > grad.size(1)
+    x = x / (x.norm(dim=(-2, -1), keepdim=True) + eps)  # Frobenius norm of each matrix
+    transposed = grad.size(-2) > grad.size(-1)
     if transposed:
-        x = x.T
+        x = x.mT
     for _ in range(steps):
-        gram = x @ x.T
+        gram = x @ x.mT  # (..., short, short)
         x = a * x + (b * gram + c * gram @ gram) @ x
-    return x.T if transposed else x
+    return x.mT if transposed else x
 
 
 class Muon(torch.optim.Optimizer):
     """SGD with Nesterov momentum whose 2-D updates are orthogonalised; ranks split the work, then share it."""
 
-    def __init__(self, params, lr: float, momentum: float, backend_steps: int, nesterov: bool = True):
+    def __init__(self, params, lr: float, momentum: float, backend_steps: int, nesterov: bool = True,
+                 batched: bool = False):
         super().__init__(params, dict(lr=lr, momentum=momentum, backend_steps=backend_steps, nesterov=nesterov))
+        self.batched = batched  # MUON_BATCHED: one Newton-Schulz chain per shape, foreach elementwise ops
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -243,25 +249,58 @@ class Muon(torch.optim.Optimizer):
                 continue
             total = sum(p.numel() for p in params)
             updates_flat = torch.zeros(total, device=params[0].device, dtype=torch.bfloat16)
-            offset = 0
-            for i, p in enumerate(params):
-                if i % world_size == rank and p.grad is not None:
-                    state = self.state[p]
-                    if "momentum_buffer" not in state:
-                        state["momentum_buffer"] = torch.zeros_like(p.grad)
-                    buf = state["momentum_buffer"]
-                    buf.mul_(group["momentum"]).add_(p.grad)
-                    g = p.grad.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
-                    g = zeropower_via_newtonschulz5(g, steps=group["backend_steps"])
-                    g = g * max(1.0, g.size(0) / g.size(1)) ** 0.5  # same RMS for tall and wide matrices
-                    updates_flat[offset : offset + p.numel()] = g.reshape(-1)
-                offset += p.numel()
+            offsets = [0]
+            for p in params:
+                offsets.append(offsets[-1] + p.numel())
+            # This rank orthogonalises every world_size-th matrix; the all-reduce shares the results.
+            mine = [i for i, p in enumerate(params) if i % world_size == rank and p.grad is not None]
+            updates = self._batched_updates(group, params, mine) if self.batched else self._updates(group, params, mine)
+            for i, update in zip(mine, updates):
+                update = update * max(1.0, update.size(0) / update.size(1)) ** 0.5  # same RMS, tall or wide
+                updates_flat[offsets[i] : offsets[i + 1]] = update.reshape(-1)
             if distributed:
                 dist.all_reduce(updates_flat, op=dist.ReduceOp.SUM)
-            offset = 0
-            for p in params:
-                p.add_(updates_flat[offset : offset + p.numel()].view_as(p).to(p.dtype), alpha=-group["lr"])
-                offset += p.numel()
+            if self.batched:
+                flat = updates_flat.to(params[0].dtype)
+                torch._foreach_add_(params, [flat[offsets[i] : offsets[i + 1]].view_as(p) for i, p in enumerate(params)],
+                                    alpha=-group["lr"])
+            else:
+                for i, p in enumerate(params):
+                    p.add_(updates_flat[offsets[i] : offsets[i + 1]].view_as(p).to(p.dtype), alpha=-group["lr"])
+
+    def _momentum_buffers(self, params: list[Tensor]) -> list[Tensor]:
+        for p in params:
+            if "momentum_buffer" not in self.state[p]:
+                self.state[p]["momentum_buffer"] = torch.zeros_like(p.grad)
+        return [self.state[p]["momentum_buffer"] for p in params]
+
+    def _updates(self, group: dict, params: list[Tensor], mine: list[int]) -> list[Tensor]:
+        """Nesterov momentum, then Newton-Schulz, one matrix at a time."""
+        updates = []
+        for i in mine:
+            p = params[i]
+            (buf,) = self._momentum_buffers([p])
+            buf.mul_(group["momentum"]).add_(p.grad)
+            g = p.grad.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
+            updates.append(zeropower_via_newtonschulz5(g, steps=group["backend_steps"]))
+        return updates
+
+    def _batched_updates(self, group: dict, params: list[Tensor], mine: list[int]) -> list[Tensor]:
+        """The same maths as _updates: momentum with foreach ops, Newton-Schulz once per distinct shape."""
+        grads = [params[i].grad for i in mine]
+        bufs = self._momentum_buffers([params[i] for i in mine])
+        torch._foreach_mul_(bufs, group["momentum"])
+        torch._foreach_add_(bufs, grads)
+        gs = torch._foreach_add(grads, bufs, alpha=group["momentum"]) if group["nesterov"] else bufs
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for k, g in enumerate(gs):
+            by_shape.setdefault(tuple(g.shape), []).append(k)
+        updates: list[Tensor | None] = [None] * len(gs)
+        for ks in by_shape.values():
+            stacked = zeropower_via_newtonschulz5(torch.stack([gs[k] for k in ks]), steps=group["backend_steps"])
+            for k, update in zip(ks, stacked.unbind(0)):
+                updates[k] = update
+        return updates
 
 
 # -----------------------------
@@ -1124,7 +1163,8 @@ def build_optimizers(h: Hyperparameters, base_model: GPT, fused: bool) -> list[t
     adam_kwargs = dict(betas=(h.beta1, h.beta2), eps=h.adam_eps, fused=fused)
     optimizer_tok = torch.optim.Adam([{"params": [base_model.tok_emb.weight], "lr": h.tied_embed_lr,
                                        "base_lr": h.tied_embed_lr}], **adam_kwargs)
-    optimizer_muon = Muon(matrix_params, lr=h.matrix_lr, momentum=h.muon_momentum, backend_steps=h.muon_backend_steps)
+    optimizer_muon = Muon(matrix_params, lr=h.matrix_lr, momentum=h.muon_momentum, backend_steps=h.muon_backend_steps,
+                          batched=h.muon_batched)
     for group in optimizer_muon.param_groups:
         group["base_lr"] = h.matrix_lr
     optimizer_scalar = torch.optim.Adam([{"params": scalar_params, "lr": h.scalar_lr, "base_lr": h.scalar_lr}],

@@ -19,8 +19,8 @@ the current time, the file order on disk or the machine. Every number comes from
 the published study's numbers (scripts/published_study.py), which are quoted for comparison.
 
 Runs are grouped by model, context, kernel variant and device. The variant is "default" unless the
-run asked for non-default kernel settings (SDPA_BACKEND, GDN_BACKEND, or GRAD_ACCUM_STEPS other than
-8 // world_size); those runs (e.g. the published kernel settings SDPA_BACKEND=flash
+run asked for non-default kernel settings (SDPA_BACKEND, GDN_BACKEND, GRAD_ACCUM_STEPS other than
+auto, or one of the speed flags in SPEED_FLAGS such as FUSED_PROJECTIONS=1); those runs (e.g. the published kernel settings SDPA_BACKEND=flash
 GRAD_ACCUM_STEPS=8) get their own rows and are never averaged with the default ones. A log without
 the final round-trip line (final_int8_zlib_roundtrip_exact) is an unfinished run: listed, excluded
 from means. When one seed has several finished runs in a group, the newest counts and the others are
@@ -52,6 +52,10 @@ SUBMIT_MODEL = "hybrid"
 PLOT_TIME = "val_bpb_vs_time.png"
 PLOT_SPEED = "ms_per_step_vs_context.png"
 DEFAULT_DATASET = "fineweb10B_sp1024"
+
+# Off-by-default speed flags of the trainers (config name, env name): a run with one on is its own variant.
+SPEED_FLAGS = (("fused_projections", "FUSED_PROJECTIONS"), ("muon_batched", "MUON_BATCHED"),
+               ("gdn_fla_fused", "GDN_FLA_FUSED"), ("gdn_custom_op", "GDN_CUSTOM_OP"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,6 +179,9 @@ class Run:
             default_accum = max(1, 8 // max(self.world_size, 1))
             if self.grad_accum_steps is not None and self.grad_accum_steps != default_accum:
                 parts.append(f"GRAD_ACCUM_STEPS={self.grad_accum_steps}")
+        for config_name, env_name in SPEED_FLAGS:
+            if self.config.get(config_name, False) is True:  # logs from before a flag existed lack it: off
+                parts.append(f"{env_name}=1")
         if not parts:
             return "default"
         label = " ".join(parts)

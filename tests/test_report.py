@@ -368,6 +368,22 @@ def test_published_kernel_settings_are_a_variant(tmp_path):
                variant="default")["runs"] == "2"
 
 
+def test_speed_flags_are_a_variant(tmp_path):
+    """A run with FUSED_PROJECTIONS=1 and MUON_BATCHED=1 gets its own rows; logs without the flags are default."""
+    logs = tmp_path / "logs"
+    shutil.copytree(FIXTURE_LOGS, logs)
+    source = sorted(logs.glob("hybrid_512_seed1_*.txt"))[0]
+    text = source.read_text(encoding="utf-8")
+    assert "config muon_batched:" not in text  # the fixture predates the flag: it must read as off
+    text = text.replace("config sdpa_backend:'auto'",
+                        "config sdpa_backend:'auto'\nconfig fused_projections:True\nconfig muon_batched:True")
+    (logs / source.name.replace("_seed1_", "_seed1_fast_")).write_text(text, encoding="utf-8")
+    found = tables(section_of(run_report(tmp_path / "out", logs=logs)["readme"]))
+    speed = found["Speed, steps, data seen, memory and artifact size"]
+    assert row(speed, model="hybrid", context=512, variant="FUSED_PROJECTIONS=1 MUON_BATCHED=1")["runs"] == "1"
+    assert row(speed, model="hybrid", context=512, variant="default")["runs"] == "2"
+
+
 def test_gpu_logs(tmp_path):
     result = run_report(tmp_path, logs=GPU_LOGS, headline=8192)
     assert result["proc"].returncode == 0, result["proc"].stderr

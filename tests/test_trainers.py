@@ -337,6 +337,16 @@ def test_torchrun_two_processes_match_one(tiny_data, tmp_path):
     assert (one["settings"], two["settings"]) == ({"GRAD_ACCUM_STEPS": "2"}, {"NPROC": "2", "GRAD_ACCUM_STEPS": "1"})
 
 
+def test_muon_batched_gives_the_same_losses(tiny_data, tmp_path):
+    """MUON_BATCHED=1 (one Newton-Schulz chain per shape, foreach ops) through the real trainer: the same
+    losses as per-matrix Muon on CPU, where the batched matmuls round exactly like the single ones."""
+    result = compare_losses(tiny_data, tmp_path, "train_gpt_gdn.py", ["plain:", "batched:MUON_BATCHED=1"], {})
+    plain, batched = result["arms"]
+    assert "config muon_batched:True" in Path(batched["log"]).read_text(encoding="utf-8")  # the flag did arrive
+    assert plain["steps"] == batched["steps"] == [1, 2, 3, 4, 5]
+    assert batched["losses"] == plain["losses"] and batched["max_abs_diff"] == 0.0
+
+
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2,
                     reason="needs 2 CUDA GPUs (DDP over NCCL)")
 def test_torchrun_two_gpus_match_one(tiny_data, tmp_path):
