@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -192,3 +193,30 @@ def test_device_queue_runs_each_job_through_the_launcher(fake_env, tmp_path):
     assert "SDPA_BACKEND" not in hybrid["env"]
     assert (baseline["env"]["SEED"], baseline["env"]["SDPA_BACKEND"], baseline["env"]["GRAD_ACCUM_STEPS"]) == (
         "42", "flash", "8")
+
+
+def test_device_mark_ready_checks_every_shard(tiny_data, tmp_path):
+    """mark_ready.py creates the flag only when the device-built shards equal the manifest built here."""
+    script = REPO_ROOT / "scripts" / "device" / "mark_ready.py"
+    dataset = tmp_path / "built"
+    shutil.copytree(tiny_data["data_path"], dataset)
+    manifest = tiny_data["data_path"] / "manifest.json"
+    flag = tmp_path / "data" / "ready"
+
+    def mark() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(script), str(dataset), str(manifest), str(flag)],
+                              capture_output=True, text=True, timeout=60)
+
+    ok = mark()
+    assert ok.returncode == 0 and flag.exists(), ok.stdout + ok.stderr
+    flag.unlink()
+    shard = sorted(dataset.glob("fineweb_train_*.bin"))[-1]
+    data = bytearray(shard.read_bytes())
+    data[-1] ^= 1  # one token differs
+    shard.write_bytes(bytes(data))
+    bad = mark()
+    assert bad.returncode == 1 and not flag.exists()
+    assert f"{shard.name}: sha256" in bad.stdout
+    shard.unlink()
+    missing = mark()
+    assert missing.returncode == 1 and f"{shard.name}: missing" in missing.stdout and not flag.exists()

@@ -339,12 +339,17 @@ def test_torchrun_two_processes_match_one(tiny_data, tmp_path):
 
 def test_muon_batched_gives_the_same_losses(tiny_data, tmp_path):
     """MUON_BATCHED=1 (one Newton-Schulz chain per shape, foreach ops) through the real trainer: the same
-    losses as per-matrix Muon on CPU, where the batched matmuls round exactly like the single ones."""
-    result = compare_losses(tiny_data, tmp_path, "train_gpt_gdn.py", ["plain:", "batched:MUON_BATCHED=1"], {})
-    plain, batched = result["arms"]
+    losses as per-matrix Muon on CPU, where the batched matmuls round exactly like the single ones; and
+    under torchrun with 2 ranks (gloo), where each rank batches its share of the matrices."""
+    result = compare_losses(tiny_data, tmp_path, "train_gpt_gdn.py",
+                            ["plain:", "batched:MUON_BATCHED=1", "batched_ddp:NPROC=2,GRAD_ACCUM_STEPS=1,MUON_BATCHED=1"],
+                            {})
+    plain, batched, batched_ddp = result["arms"]
     assert "config muon_batched:True" in Path(batched["log"]).read_text(encoding="utf-8")  # the flag did arrive
-    assert plain["steps"] == batched["steps"] == [1, 2, 3, 4, 5]
+    assert plain["steps"] == batched["steps"] == batched_ddp["steps"] == [1, 2, 3, 4, 5]
     assert batched["losses"] == plain["losses"] and batched["max_abs_diff"] == 0.0
+    # 2 ranks: each orthogonalises every other matrix, the all-reduce shares them (as unbatched DDP: <= 1e-3)
+    assert batched_ddp["world_size"] == 2 and batched_ddp["max_abs_diff"] <= 1e-3, result
 
 
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2,
