@@ -403,6 +403,22 @@ def equal_step_rows(groups: list[Group], comps: list[dict]) -> list[dict]:
     return rows
 
 
+def steps_sentences(rows: list[dict]) -> list[str]:
+    """One generated sentence per default-kernel context of equal_step_rows: speed, steps, and the gap at
+    the common step against the gap at the end."""
+    out = []
+    for e in sorted((e for e in rows if e["variant"] == "default"), key=lambda e: e["seq_len"]):
+        if None in (e["ms_ratio"], e["steps_baseline"], e["steps_hybrid"], e["baseline_at_step"], e["hybrid_at_step"]):
+            continue
+        gap = e["hybrid_at_step"] - e["baseline_at_step"]
+        position = "ahead by" if gap < 0 else "behind by" if gap > 0 else "level with the baseline,"
+        out.append(f"At {fmt_ctx(e['seq_len'])} a hybrid step takes {e['ms_ratio']:.2f}x the baseline's, so the hybrid "
+                   f"makes {e['steps_hybrid'] / e['steps_baseline']:.2f}x the steps ({fmt_mean_count(e['steps_hybrid'])} "
+                   f"vs {fmt_mean_count(e['steps_baseline'])}); at step {e['common_step']} it is {position} "
+                   f"{abs(gap):.4f} val_bpb, and {e['delta']:+.4f} at the end.")
+    return out
+
+
 def crossover_sentence(comps: list[dict]) -> str:
     """Where the hybrid starts to win, over the default-kernel contexts that have both models."""
     default = sorted((c for c in comps if c["variant"] == "default"), key=lambda c: c["seq_len"])
@@ -515,9 +531,10 @@ def build_section(runs: list[Run], skipped: list[str], groups: list[Group], curv
     # Speed against quality per step.
     lines += ["### More steps, or better steps?", ""]
     if comps:
+        step_rows = equal_step_rows(groups, comps)
         rows = [[e["seq_len"], e["variant"], e["device"], fmt(e["ms_ratio"], 3), fmt_mean_count(e["steps_baseline"]),
                  fmt_mean_count(e["steps_hybrid"]), "–" if e["common_step"] is None else str(e["common_step"]), fmt(e["baseline_at_step"]),
-                 fmt(e["hybrid_at_step"]), f"{e['delta']:+.4f}", e["winner"]] for e in equal_step_rows(groups, comps)]
+                 fmt(e["hybrid_at_step"]), f"{e['delta']:+.4f}", e["winner"]] for e in step_rows]
         lines += markdown_table(["context", "variant", "device", "ms/step hybrid / baseline", "steps baseline",
                                  "steps hybrid", "common step", "baseline val_bpb at it", "hybrid val_bpb at it",
                                  "final delta", "winner"], rows) + [""]
@@ -525,6 +542,8 @@ def build_section(runs: list[Run], skipped: list[str], groups: list[Group], curv
                   "there compares what each model learned per step; the final delta adds the effect of the "
                   "steps each fitted into the budget. Both learning-rate schedules run on the wall clock, so at "
                   "the common step the slower model is further into its warm-down, which favours it there.", ""]
+        reading = steps_sentences(step_rows)
+        lines += [" ".join(reading), ""] if reading else []
     lines += [crossover_sentence(comps), ""]
 
     # val_bpb by step at the curve context.

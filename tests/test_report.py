@@ -226,6 +226,14 @@ def test_more_steps_or_better_steps(report):
         assert r["baseline val_bpb at it"] == f"{mean(f['curve'][common] for f in base):.4f}"
         assert r["hybrid val_bpb at it"] == f"{mean(f['curve'][common] for f in hyb):.4f}"
         winners[ctx] = r["winner"]
+        # the generated reading of the row: step ratio, the gap at the common step and at the end
+        gap = mean(f["curve"][common] for f in hyb) - mean(f["curve"][common] for f in base)
+        steps_ratio = mean(f["steps"] for f in hyb) / mean(f["steps"] for f in base)
+        expected = (f"At {ctx} a hybrid step takes {ratio:.2f}x the baseline's, so the hybrid makes {steps_ratio:.2f}x "
+                    f"the steps")
+        position = "ahead by" if gap < 0 else "behind by" if gap > 0 else "level with the baseline,"
+        text = section_of(report["readme"])
+        assert expected in text and f"at step {common} it is {position} {abs(gap):.4f}" in text
     section = section_of(report["readme"])
     (sentence,) = [line for line in section.splitlines() if line.startswith("Crossover:")]
     if set(winners.values()) == {"baseline"}:
