@@ -145,6 +145,9 @@ class Hyperparameters:
         self.gdn_fla_fused = env_flag(env, "GDN_FLA_FUSED", False)
         # GDN through torch.library custom ops (fla on CUDA), so torch.compile takes the whole hybrid (fullgraph).
         self.gdn_custom_op = env_flag(env, "GDN_CUSTOM_OP", False)
+        # GDN_SHIFT_CONV: the GDN's short causal convolutions as sums of shifted products, elementwise, so
+        # torch.compile fuses each GDN conv with its SiLU (instead of fla's causal_conv1d kernel or F.conv1d).
+        self.gdn_shift_conv = env_flag(env, "GDN_SHIFT_CONV", False)
         # Kernels.
         self.compile = env_flag(env, "COMPILE", True)  # only takes effect on CUDA
         self.sdpa_backend = env_value(env, "SDPA_BACKEND", "auto", str).lower()
@@ -931,10 +934,27 @@ def causal_conv_silu_fla(x: Tensor, weight: Tensor) -> Tensor:
     return causal_conv1d(x, weight.squeeze(1).to(x.dtype), activation="silu")[0]
 
 
+def causal_conv_silu_shift(x: Tensor, weight: Tensor) -> Tensor:
+    """GDN_SHIFT_CONV=1: the same depthwise causal convolution written out, y[t] = sum_j w[W-1-j] x[t-j]
+    (x before the start is 0), in fp32 like the kernels' accumulators, then SiLU, cast back to x's dtype.
+    Only shifts, multiplies and adds: inside torch.compile one fused kernel, no graph break, no conv kernel.
+    x: [B, T, C]; weight: [C, 1, W] -> [B, T, C]."""
+    width = weight.shape[-1]
+    taps = weight[:, 0, :].float()  # [C, W]; tap W-1 meets x[t], tap W-1-j meets x[t-j]
+    xf = x.float()
+    y = xf * taps[:, width - 1]
+    for shift in range(1, min(width, x.shape[1] + 1)):
+        y = y + F.pad(xf[:, : x.shape[1] - shift], (0, 0, shift, 0)) * taps[:, width - 1 - shift]
+    return F.silu(y).to(x.dtype)
+
+
 def causal_conv_silu(x: Tensor, weight: Tensor, backend: str) -> Tensor:
-    """Depthwise causal convolution then SiLU. x: [B, T, C]; weight: [C, 1, W] -> [B, T, C]."""
+    """Depthwise causal convolution then SiLU. x: [B, T, C]; weight: [C, 1, W] -> [B, T, C].
+    backend: "fla" (fla's kernel), "shift" (causal_conv_silu_shift) or "torch" (F.conv1d)."""
     if backend == "fla":
         return causal_conv_silu_fla(x, weight)
+    if backend == "shift":
+        return causal_conv_silu_shift(x, weight)
     width = weight.shape[-1]
     y = F.conv1d(x.transpose(1, 2), weight.to(x.dtype), padding=width - 1, groups=x.shape[-1])
     return F.silu(y[..., : x.shape[1]].transpose(1, 2))
@@ -942,7 +962,8 @@ def causal_conv_silu(x: Tensor, weight: Tensor, backend: str) -> Tensor:
 
 class GatedDeltaNet(nn.Module):
     def __init__(self, dim: int, num_heads: int, key_dim: int, value_dim: int, conv_size: int, backend: str,
-                 fla_fused: bool = False, fused_projections: bool = False, custom_op: bool = False):
+                 fla_fused: bool = False, fused_projections: bool = False, custom_op: bool = False,
+                 shift_conv: bool = False):
         super().__init__()
         self.num_heads, self.key_dim, self.value_dim = num_heads, key_dim, value_dim
         self.backend = backend
@@ -950,7 +971,7 @@ class GatedDeltaNet(nn.Module):
         # GDN_CUSTOM_OP=1: the kernel through the pgolf:: ops (fla on CUDA, PyTorch on CPU) and the PyTorch
         # convolution, which dynamo traces (fla's causal_conv1d would be a graph break).
         self.custom_op = custom_op
-        self.conv_backend = "torch" if custom_op else backend
+        self.conv_backend = "shift" if shift_conv else "torch" if custom_op else backend
         self.fused_projections = fused_projections
         key_width, value_width = num_heads * key_dim, num_heads * value_dim
         self.q_proj = CastedLinear(dim, key_width, bias=False)
@@ -1030,7 +1051,7 @@ def make_mixer(h: Hyperparameters, layer_idx: int) -> nn.Module:
         heads, key_dim, value_dim = gdn_dims(h)
         return GatedDeltaNet(h.model_dim, heads, key_dim, value_dim, h.gdn_conv_size, gdn_backend_for(h),
                              fla_fused=h.gdn_fla_fused, fused_projections=h.fused_projections,
-                             custom_op=h.gdn_custom_op)
+                             custom_op=h.gdn_custom_op, shift_conv=h.gdn_shift_conv)
     return CausalSelfAttention(h.model_dim, h.num_heads, h.num_kv_heads, h.rope_base, h.qk_gain_init,
                                fused_projections=h.fused_projections)
 
@@ -1041,7 +1062,8 @@ def mixer_log_lines(h: Hyperparameters) -> list[str]:
     return [f"gdn_layers:{sorted(h.gdn_layers)} attn_layers:{attn_layers}",
             f"gdn_backend:{gdn_backend_for(h)} gdn_heads:{heads} gdn_key_dim:{key_dim} "
             f"gdn_value_dim:{value_dim} gdn_conv_size:{h.gdn_conv_size} "
-            f"gdn_fla_fused:{h.gdn_fla_fused and gdn_backend_for(h) == 'fla'} gdn_custom_op:{h.gdn_custom_op}"]
+            f"gdn_fla_fused:{h.gdn_fla_fused and gdn_backend_for(h) == 'fla'} gdn_custom_op:{h.gdn_custom_op} "
+            f"gdn_shift_conv:{h.gdn_shift_conv}"]
 
 
 def mixer_compile_fullgraph(h: Hyperparameters) -> bool:

@@ -186,14 +186,16 @@ def test_custom_op_opcheck_cpu():
     opcheck_custom_ops("cpu")
 
 
-def test_custom_op_mixer_compiles_fullgraph():
+@pytest.mark.parametrize("shift_conv", [False, True])
+def test_custom_op_mixer_compiles_fullgraph(shift_conv):
     """GDN_CUSTOM_OP=1's mixer (CPU: the op's PyTorch kernel) under torch.compile(fullgraph=True, aot_eager):
     no graph break, and output, dx and every gradient as the uncompiled plain PyTorch mixer's (fp32, 1e-5;
-    measured 0 for the output, 3e-9 for dx, <= 3e-7 for the parameter gradients)."""
+    measured 0 for the output, 3e-9 for dx, <= 3e-7 for the parameter gradients). With GDN_SHIFT_CONV=1
+    too, the graph has no convolution left."""
     torch.manual_seed(0)
     plain = gdn.GatedDeltaNet(64, 3, 20, 36, 4, backend="torch")
     torch.nn.init.normal_(plain.o_proj.weight, std=0.02)  # off the zero init, which would hide the rest
-    with_op = gdn.GatedDeltaNet(64, 3, 20, 36, 4, backend="torch", custom_op=True)
+    with_op = gdn.GatedDeltaNet(64, 3, 20, 36, 4, backend="torch", custom_op=True, shift_conv=shift_conv)
     with_op.load_state_dict(plain.state_dict())
     x = torch.randn(2, 77, 64)
     graphs = []
@@ -211,6 +213,7 @@ def test_custom_op_mixer_compiles_fullgraph():
                                                 (plain if mixer is plain else with_op).named_parameters()}))
     (y_ref, dx_ref, grads_ref), (y, dx, grads) = results
     assert len(graphs) == 1 and "pgolf.gdn_chunk_fwd" in graphs[0]  # one graph, with the op in it
+    assert ("conv1d" in graphs[0]) is not shift_conv
     assert rel_err(y, y_ref) < 1e-5
     assert rel_err(dx, dx_ref) < 1e-5
     for name in grads_ref:
@@ -239,3 +242,82 @@ def test_custom_op_opcheck_cuda():
     """opcheck on the fla-backed CUDA kernels: the fake shapes/dtypes/strides against fla's real outputs.
     (Written without a GPU at hand: not yet run.)"""
     opcheck_custom_ops("cuda")
+
+
+# ---------------------------------------------------------------- GDN_SHIFT_CONV: the causal conv written out
+
+
+@pytest.mark.parametrize("seq_len,channels,width", [(77, 13, 4), (3, 5, 4), (1, 6, 4), (50, 7, 3)])
+def test_shift_conv_matches_conv1d(seq_len, channels, width):
+    """causal_conv_silu_shift against F.conv1d (the "torch" backend) in fp64, output and both gradients,
+    including sequences shorter than the filter; the shift form computes in fp32, so 1e-5 relative."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, seq_len, channels, generator=gen)
+    weight = torch.randn(channels, 1, width, generator=gen)
+    d_out = torch.randn(2, seq_len, channels, generator=gen)
+    results = []
+    for backend, dtype in (("torch", torch.float64), ("shift", torch.float32)):
+        xi, wi = x.to(dtype).requires_grad_(True), weight.to(dtype).requires_grad_(True)
+        y = gdn.causal_conv_silu(xi, wi, backend)
+        assert y.dtype == dtype and y.shape == x.shape
+        (y * d_out.to(dtype)).sum().backward()
+        results.append((y.detach(), xi.grad, wi.grad))
+    for name, got, want in zip(("out", "dx", "dweight"), results[1], results[0]):
+        assert rel_err(got, want) < 1e-5, name
+
+
+def test_shift_conv_is_causal():
+    """Changing x at step t changes no output before t."""
+    gen = torch.Generator().manual_seed(4)
+    x, weight = torch.randn(1, 20, 3, generator=gen), torch.randn(3, 1, 4, generator=gen)
+    y = gdn.causal_conv_silu_shift(x, weight)
+    x2 = x.clone()
+    x2[:, 9] += 1.0
+    y2 = gdn.causal_conv_silu_shift(x2, weight)
+    assert torch.equal(y[:, :9], y2[:, :9]) and not torch.equal(y[:, 9:13], y2[:, 9:13])
+    assert torch.equal(y[:, 13:], y2[:, 13:])  # a width-4 filter reaches 3 steps ahead, no further
+
+
+def test_shift_conv_bf16_returns_bf16():
+    """In bf16 the shift form accumulates in fp32 and rounds once, as the conv kernels do: bf16 out, within
+    bf16 rounding (1e-2 relative) of the fp64 convolution."""
+    gen = torch.Generator().manual_seed(5)
+    x, weight = torch.randn(2, 33, 10, generator=gen), torch.randn(10, 1, 4, generator=gen)
+    y = gdn.causal_conv_silu_shift(x.bfloat16(), weight)
+    assert y.dtype == torch.bfloat16
+    assert rel_err(y, gdn.causal_conv_silu(x.double(), weight.double(), "torch")) < 1e-2
+
+
+@pytest.mark.parametrize("fused_projections", [False, True])
+def test_mixer_with_shift_conv_matches_conv1d(fused_projections):
+    """The whole mixer (PyTorch GDN path) with GDN_SHIFT_CONV=1 against F.conv1d: output, dx and every parameter
+    gradient within 1e-5 relative in fp32, with and without FUSED_PROJECTIONS."""
+    torch.manual_seed(6)
+    plain = gdn.GatedDeltaNet(48, 3, 10, 14, 4, backend="torch", fused_projections=fused_projections)
+    with torch.no_grad():
+        for param in plain.parameters():
+            param.add_(torch.randn_like(param) * 0.1)  # off the init (the zero output projection hides the rest)
+    shifted = gdn.GatedDeltaNet(48, 3, 10, 14, 4, backend="torch", fused_projections=fused_projections,
+                                shift_conv=True)
+    shifted.load_state_dict(plain.state_dict())
+    assert shifted.conv_backend == "shift"
+    x = torch.randn(2, 45, 48)
+    results = []
+    for mixer in (plain, shifted):
+        xin = x.clone().requires_grad_(True)
+        y = mixer(xin)
+        y.square().mean().backward()
+        results.append((y.detach(), xin.grad, {n: p.grad for n, p in mixer.named_parameters()}))
+    (y_ref, dx_ref, grads_ref), (y, dx, grads) = results
+    assert rel_err(y, y_ref) < 1e-5 and rel_err(dx, dx_ref) < 1e-5
+    for name in grads_ref:
+        assert rel_err(grads[name], grads_ref[name]) < 1e-5, name
+
+
+@needs_fla
+def test_fla_mixer_with_shift_conv_matches_fla_conv():
+    """On CUDA: the fla mixer with the written-out convolution against fla's causal_conv1d kernel, bf16
+    autocast, the bounds of the other in-mixer comparisons on fla."""
+    ref, shifted = assert_mixers_agree({"backend": "fla"}, {"backend": "fla", "shift_conv": True},
+                                       out_tol=1e-2, grad_tol=2e-2)
+    assert shifted.conv_backend == "shift" and ref.conv_backend == "fla"

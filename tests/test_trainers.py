@@ -352,6 +352,17 @@ def test_muon_batched_gives_the_same_losses(tiny_data, tmp_path):
     assert batched_ddp["world_size"] == 2 and batched_ddp["max_abs_diff"] <= 1e-3, result
 
 
+def test_shift_conv_gives_the_same_losses(tiny_data, tmp_path):
+    """GDN_SHIFT_CONV=1 through the real trainer on CPU: the written-out convolution in fp32 against F.conv1d,
+    the same maths up to fp32 rounding, so the first losses agree to the logged 4 decimals (1e-4 allows
+    a rounding-boundary flip)."""
+    result = compare_losses(tiny_data, tmp_path, "train_gpt_gdn.py", ["conv1d:", "shift:GDN_SHIFT_CONV=1"], {})
+    conv, shift = result["arms"]
+    assert "gdn_shift_conv:True" in Path(shift["log"]).read_text(encoding="utf-8")
+    assert conv["steps"] == shift["steps"] == [1, 2, 3, 4, 5]
+    assert shift["max_abs_diff"] <= 1e-4, result
+
+
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2,
                     reason="needs 2 CUDA GPUs (DDP over NCCL)")
 def test_torchrun_two_gpus_match_one(tiny_data, tmp_path):
@@ -483,7 +494,7 @@ def test_gdn_custom_op_flag_runs_the_hybrid(tiny_data, tmp_path):
     off, on = result["arms"]
     on_log = Path(on["log"]).read_text(encoding="utf-8")
     assert "config gdn_custom_op:True" in on_log
-    assert re.search(r"^gdn_backend:torch .* gdn_custom_op:True$", on_log, re.M)
+    assert re.search(r"^gdn_backend:torch .* gdn_custom_op:True gdn_shift_conv:False$", on_log, re.M)
     assert "config gdn_custom_op:False" in Path(off["log"]).read_text(encoding="utf-8")
     assert off["steps"] == on["steps"] == [1, 2, 3, 4, 5]
     assert on["max_abs_diff"] <= 1e-4, result

@@ -5,10 +5,12 @@
 #   fla_tests       pytest tests/test_gdn.py -k "fla or custom_op" (kernels, mixers and ops against references;
 #                   autotunes for minutes)
 #   micro_steps     compare_losses.py: hybrid at 8k, 20 steps, 8 micro-steps vs the probe's choice
-#   variants        compare_losses.py: hybrid at 8k, 20 steps, default vs FUSED_PROJECTIONS=1 vs MUON_BATCHED=1
-#                   vs both (GDN_FLA_FUSED and GDN_CUSTOM_OP were measured on 2026-11-23: slower)
+#   variants        compare_losses.py: hybrid at 8k, 20 steps, default vs FUSED_PROJECTIONS=1, MUON_BATCHED=1,
+#                   GDN_SHIFT_CONV=1 (alone and with GDN_CUSTOM_OP=1: fullgraph without a conv kernel) and all
+#                   three (GDN_FLA_FUSED and GDN_CUSTOM_OP alone were measured on 2026-11-23: slower)
 #   bench_fast      bench_step_time.py: both models at 8k/16k/32k, 3 blocks, default and then
-#                   FUSED_PROJECTIONS=1 MUON_BATCHED=1 (the closing table of the speed issue)
+#                   FUSED_PROJECTIONS=1 MUON_BATCHED=1 GDN_SHIFT_CONV=1 (the closing table of the speed issue;
+#                   the baseline ignores the GDN flag)
 #   custom_op_tests pytest tests/test_gdn.py -k custom_op (the GDN_CUSTOM_OP ops against fla's wrapper, opcheck)
 #   bench_variants  bench_step_time.py: hybrid at 8k/16k/32k, GDN_HEADS=4 GDN_KEY_DIM=64 (power-of-two heads)
 #   profile         bench_step_time.py: both models at 32k, 2 timed blocks, then 2 steps under torch.profiler
@@ -32,14 +34,15 @@ for step in "$@"; do
             --out-json "$out/micro_steps.json" > "$out/micro_steps.out" 2>&1 ;;
         variants) timeout 1200 python3 scripts/compare_losses.py --trainer train_gpt_gdn.py "${data[@]}" \
             --arm default: --arm fused_proj:FUSED_PROJECTIONS=1 --arm muon_batched:MUON_BATCHED=1 \
-            --arm both:FUSED_PROJECTIONS=1,MUON_BATCHED=1 \
+            --arm shift_conv:GDN_SHIFT_CONV=1 --arm op_shift:GDN_CUSTOM_OP=1,GDN_SHIFT_CONV=1 \
+            --arm all:FUSED_PROJECTIONS=1,MUON_BATCHED=1,GDN_SHIFT_CONV=1 \
             --out-json "$out/variants.json" > "$out/variants.out" 2>&1 ;;
         custom_op_tests) timeout 600 python3 -m pytest tests/test_gdn.py -k custom_op -q -rs > "$out/custom_op_tests.out" 2>&1 ;;
         profile) timeout 900 python3 scripts/bench_step_time.py --contexts 32768 --warmup 3 --steps 5 --repeats 2 \
             --profile-steps 2 --out-json "$out/profile_32k.json" --out-md "$out/profile_32k.md" > "$out/profile_32k.out" 2>&1 ;;
         bench_fast)
             for arm in default fast; do
-                extra=(); [[ $arm == fast ]] && extra=(--env FUSED_PROJECTIONS=1 MUON_BATCHED=1)
+                extra=(); [[ $arm == fast ]] && extra=(--env FUSED_PROJECTIONS=1 MUON_BATCHED=1 GDN_SHIFT_CONV=1)
                 timeout 1800 python3 scripts/bench_step_time.py --contexts 8192,16384,32768 --warmup 3 --steps 5 \
                     --repeats 3 "${extra[@]}" --out-json "$out/bench_$arm.json" > "$out/bench_$arm.out" 2>&1
             done ;;
