@@ -188,6 +188,9 @@ def test_device_queue_runs_each_job_through_the_launcher(fake_env, tmp_path):
     assert hybrid["argv"][-1] == "train_gpt_gdn.py" and baseline["argv"][-1] == "train_gpt.py"
     assert hybrid["env"]["DATA_PATH"] == str(device_tmp / "data" / "datasets" / "corpus_sp1024")
     assert hybrid["env"]["LOG_DIR"] == str(logs)
+    # compile caches under the device folder, where caches.sh packs them for the next machine
+    assert {hybrid["env"][k] for k in ("TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR", "TILELANG_CACHE_DIR")} == {
+        str(device_tmp / "cache" / name) for name in ("inductor", "triton", "tilelang")}
     assert (hybrid["env"]["SEED"], hybrid["env"]["TRAIN_SEQ_LEN"]) == ("1337", "32768")
     assert hybrid["env"]["RUN_ID"].startswith("hybrid_32768_seed1337_")
     assert "SDPA_BACKEND" not in hybrid["env"]
@@ -220,3 +223,29 @@ def test_device_mark_ready_checks_every_shard(tiny_data, tmp_path):
     shard.unlink()
     missing = mark()
     assert missing.returncode == 1 and f"{shard.name}: missing" in missing.stdout and not flag.exists()
+
+
+def test_device_caches_save_and_restore(tmp_path):
+    """caches.sh save packs $T/cache into parts; restore on a fresh device folder brings back every file."""
+    script = REPO_ROOT / "scripts" / "device" / "caches.sh"
+    first, second, parts = tmp_path / "first", tmp_path / "second", tmp_path / "out"
+    files = {"inductor/fxgraph/ab/entry": b"graph", "triton/XYZ/kernel.cubin": bytes(range(256)) * 40,
+             "tilelang/k/lib.so": b"\x7fELF"}
+    for rel, data in files.items():
+        (first / "cache" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (first / "cache" / rel).write_bytes(data)
+
+    def caches(device_tmp: Path, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", str(script), *args], env=dict(os.environ, DEVICE_TMP=str(device_tmp)),
+                              capture_output=True, text=True, timeout=60)
+
+    saved = caches(first, "save", str(parts))
+    assert saved.returncode == 0, saved.stderr
+    assert [p.name for p in sorted(parts.iterdir())] == ["caches.tgz.00"]
+    restored = caches(second, "restore", str(parts))
+    assert restored.returncode == 0, restored.stderr
+    for rel, data in files.items():
+        assert (second / "cache" / rel).read_bytes() == data
+    missing = caches(second, "restore", str(tmp_path / "nothing"))
+    assert missing.returncode == 1 and "no caches.tgz" in missing.stdout
+    assert caches(second, "bogus").returncode == 2

@@ -19,6 +19,8 @@
 set -uo pipefail
 T=${DEVICE_TMP:-/tmp}
 export PYTHONPATH=${PYTHONPATH:-/tmp/site}
+# Compile caches under $T/cache (carried between machines by caches.sh save / restore).
+source "$(dirname "${BASH_SOURCE[0]}")/caches.sh"
 cd "${REPO:?set REPO to the repository root on the device}"
 while [[ ! -f "$T/data/ready" ]]; do sleep 2; done
 out="$T/checks"
