@@ -392,6 +392,29 @@ def test_speed_flags_are_a_variant(tmp_path):
     assert row(speed, model="hybrid", context=512, variant="default")["runs"] == "2"
 
 
+def test_artifact_over_the_byte_limit_is_flagged(tmp_path):
+    """A run whose trainer logged within_limit:False is marked in the Runs table, and a submission built on it
+    says it is not a valid entry (in its notes and in the README)."""
+    logs = tmp_path / "logs"
+    shutil.copytree(FIXTURE_LOGS, logs)
+    source = sorted(logs.glob("hybrid_512_seed1_*.txt"))[0]
+    text = source.read_text(encoding="utf-8")
+    assert re.search(r"^submission_limit:16000000 .* within_limit:True$", text, flags=re.M)
+    text = re.sub(r"^submission_limit:16000000 (.*) within_limit:True$", r"submission_limit:16000000 \1 within_limit:False",
+                  text, flags=re.M)
+    source.write_text(text, encoding="utf-8")
+    result = run_report(tmp_path / "out", logs=logs)
+    section = section_of(result["readme"])
+    run_id = source.stem
+    cell = row(tables(section)["Runs"], run_id=run_id)["artifact bytes"]
+    assert cell.endswith("(over the 16,000,000 limit)")
+    others = [r["artifact bytes"] for r in tables(section)["Runs"] if r["run_id"] != run_id]
+    assert others and not any("over" in c for c in others)
+    notes = json.loads(result["submission"].read_text())["notes"]
+    assert "NOT A VALID ENTRY: seed(s) 1 " in notes
+    assert "not a valid entry" in section.split("### Submission")[1]
+
+
 def test_gpu_logs(tmp_path):
     result = run_report(tmp_path, logs=GPU_LOGS, headline=8192)
     assert result["proc"].returncode == 0, result["proc"].stderr
