@@ -682,9 +682,16 @@ def load_results(paths: list[Path]) -> list[dict]:
 
 
 def setup_key(doc: dict) -> tuple:
+    """(device, torch, tiny, settings): files with the same key are pooled cell by cell. Without a
+    GRAD_ACCUM_STEPS override the micro-steps are named when the memory probe did not choose them (files
+    from before the trainers' auto default ran 8; a CPU run too), so those never pool with auto ones."""
     env, settings = doc.get("environment", {}), doc.get("settings", {})
-    overrides = tuple(sorted((settings.get("env_overrides") or {}).items()))
-    return (str(env.get("device_name", "?")), str(env.get("torch", "?")), bool(settings.get("tiny", False)), overrides)
+    overrides = dict(settings.get("env_overrides") or {})
+    ok = [r for r in doc.get("results", []) if r.get("status") == "ok"]
+    if "GRAD_ACCUM_STEPS" not in overrides and ok and not any(r.get("grad_accum_auto") for r in ok):
+        overrides["GRAD_ACCUM_STEPS"] = ",".join(str(n) for n in sorted({r.get("grad_accum_steps") for r in ok}))
+    return (str(env.get("device_name", "?")), str(env.get("torch", "?")), bool(settings.get("tiny", False)),
+            tuple(sorted(overrides.items())))
 
 
 def pooled(results: list[dict]) -> dict | None:
@@ -755,7 +762,7 @@ def compute_markdown(docs: list[dict], out_display: str) -> str:
         contexts = sorted({c for (_, c) in by} | (set() if tiny else set(PUBLISHED_MS["baseline"])))
         details = sorted({f"{r.get('model')}: sdpa {r.get('sdpa_backend')}, compile {r.get('compile')}, "
                           f"micro-steps {r.get('grad_accum_steps')}" for r in results if r.get("status") == "ok"})
-        setting_text = " ".join(f"{k}={v}" for k, v in overrides) or "trainer defaults"
+        setting_text = " ".join(f"{k}={v}" for k, v in overrides) or "trainer defaults (auto micro-steps)"
         lines += [
             f"## {device_name}, torch {torch_version}, settings: {setting_text}" + (" (tiny model)" if tiny else ""),
             "",
@@ -797,12 +804,16 @@ def compute_markdown(docs: list[dict], out_display: str) -> str:
             verdict = "Tiny-model run: a code-path check, not comparable with the published numbers."
         elif not ours_pairs:
             verdict = "No context has both models measured: no crossover can be read."
-        elif first is not None and first == published_first:
-            verdict = f"Ours agrees with the published crossover: the hybrid is faster per step from {first} on."
-        else:
+        elif not all((hyb < base) == (published_first is not None and c >= published_first)
+                     for c, (base, hyb) in ours_pairs.items()):  # a context where the other model is faster
             ours_at = "never within the measured contexts" if first is None else f"from {first} on"
             verdict = (f"Ours differs from the published crossover: hybrid faster per step {ours_at}, "
                        f"published from {published_first} on.")
+        elif first == published_first and last_slower is not None:
+            verdict = f"Ours agrees with the published crossover: the hybrid is faster per step from {first} on."
+        else:  # the same faster model at every context measured, but no measured context on one side of it
+            verdict = (f"Ours is consistent with the published crossover (from {published_first} on) at every "
+                       f"context measured ({', '.join(map(str, sorted(ours_pairs)))}); these do not place it.")
         lines += [
             md_table(header, rows),
             "",

@@ -115,12 +115,16 @@ def test_failed_configuration_is_recorded_and_others_run(tmp_path):
     assert results["hybrid"]["status"] == "failed" and "GDN_LAYERS" in results["hybrid"]["error"]
 
 
-def fake_results(device: str, ms: dict[str, dict[int, list[float]]], overrides: dict | None = None) -> dict:
+def fake_results(device: str, ms: dict[str, dict[int, list[float]]], overrides: dict | None = None,
+                 auto_micro_steps: bool = True) -> dict:
+    """A results file as the script writes it; auto_micro_steps=False: as files from before the auto default
+    (8 micro-steps, no grad_accum_auto)."""
     results = []
     for model, by_context in ms.items():
         for context, blocks in by_context.items():
+            micro = {"grad_accum_steps": 2, "grad_accum_auto": True} if auto_micro_steps else {"grad_accum_steps": 8}
             results.append({"model": model, "context": context, "status": "ok",
-                            "batch_tokens": 393_216 if context <= 16_384 else 524_288, "grad_accum_steps": 8,
+                            "batch_tokens": 393_216 if context <= 16_384 else 524_288, **micro,
                             "sdpa_backend": "cudnn", "compile": True, "block_ms_per_step": blocks})
     return {"schema": "bench_step_time/1",
             "command": "python3 scripts/bench_step_time.py --out-json x.json",
@@ -163,6 +167,25 @@ def test_regenerate_compute_md_crossover_and_determinism(tmp_path):
     assert "| 8192 | 393,216 | 600.0 (590.0-610.0) | 594 | 760.0 (750.0-770.0) | 757 |" in default_section
     assert "Crossover (ours): the hybrid is faster per step from 32768 on (slower at 16384)." in flash_section
     assert "Ours differs from the published crossover" in flash_section
+
+
+def test_files_from_before_auto_micro_steps_are_not_pooled_with_auto(tmp_path):
+    """Same device, no overrides, but one file ran 8 micro-steps (the old default) and one let the probe choose:
+    two sections, each with its own numbers, named by what ran."""
+    old = fake_results("NVIDIA H100 80GB HBM3", {"baseline": {32768: [1554, 1556]}, "hybrid": {32768: [1010, 1011]}},
+                       auto_micro_steps=False)
+    new = fake_results("NVIDIA H100 80GB HBM3", {"baseline": {32768: [1539, 1542]}, "hybrid": {32768: [887, 893]}})
+    a, b = tmp_path / "old.json", tmp_path / "new.json"
+    a.write_text(json.dumps(old))
+    b.write_text(json.dumps(new))
+    text = regenerate(tmp_path, [a, b], "compute_experiment.md")
+    auto_part = text.split("settings: trainer defaults (auto micro-steps)")[1].split("## ")[0]
+    eight_part = text.split("settings: GRAD_ACCUM_STEPS=8")[1].split("## ")[0]
+    assert "| 32768 | 524,288 | 1540.5 (1539.0-1542.0) | 2202 | 890.0 (887.0-893.0) | 1361 |" in auto_part
+    assert "| 32768 | 524,288 | 1555.0 (1554.0-1556.0) | 2202 | 1010.5 (1010.0-1011.0) | 1361 |" in eight_part
+    # only 32k measured: the same faster model as published there, but nothing below to place a crossover
+    assert ("Ours is consistent with the published crossover (from 16384 on) at every context measured (32768); "
+            "these do not place it.") in auto_part
 
 
 def test_crossover_and_flops_helpers():
