@@ -41,7 +41,7 @@ Model FLOPs utilisation (CUDA only; '-' on CPU):
 Usage:
   python3 scripts/bench_step_time.py [--models baseline,hybrid] [--contexts 4096,8192,16384,32768]
       [--warmup 5] [--steps 10] [--repeats 3] [--env KEY=VALUE ...] [--out-json PATH] [--out-md PATH]
-      [--tiny] [--device auto|cpu|cuda] [--profile-steps N]
+      [--tiny] [--device auto|cpu|cuda] [--profile-steps N [--profile-trace-dir DIR]]
   python3 scripts/bench_step_time.py --regenerate-compute-md RESULTS.json [RESULTS.json ...] [--out-md PATH]
 
 --tiny shrinks the model (NUM_LAYERS=2, MODEL_DIM=64, NUM_HEADS=4, NUM_KV_HEADS=2; hybrid
@@ -67,12 +67,14 @@ from __future__ import annotations
 
 import argparse
 import gc
+import gzip
 import importlib
 import importlib.metadata
 import json
 import platform
 import re
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -253,7 +255,7 @@ def sync(device: torch.device) -> None:
 
 
 def run_config(model_name: str, context: int, env: dict[str, str], device: torch.device, warmup: int, steps: int,
-               repeats: int, record: dict, log, profile_n: int = 0) -> None:
+               repeats: int, record: dict, log, profile_n: int = 0, trace_dir: str | None = None) -> None:
     """Build, warm up and time one configuration, filling `record` as it goes (so a failure keeps what was known)."""
     trainer = importlib.import_module(MODELS[model_name])
     h = trainer.Hyperparameters(env)
@@ -334,7 +336,8 @@ def run_config(model_name: str, context: int, env: dict[str, str], device: torch
     if use_cuda:
         record["gpu_clocks_after_timing"] = gpu_clocks()
     if profile_n > 0:
-        record["profile"] = profile_steps(step, profile_n, device)
+        trace = None if trace_dir is None else Path(trace_dir) / f"trace_{model_name}_{context}.json.gz"
+        record["profile"] = profile_steps(step, profile_n, device, trace)
         log(profile_text(record))
     del model, base_model, optimizers
 
@@ -412,9 +415,10 @@ def profile_summary(events: list[tuple[str, float, int]], n_steps: int, wall_s: 
             "categories": categories, "top": top}
 
 
-def profile_steps(step, n_steps: int, device: torch.device) -> dict:
+def profile_steps(step, n_steps: int, device: torch.device, trace_path: Path | None = None) -> dict:
     """Run n_steps more steps under torch.profiler and sum the self time of every CUDA kernel (on CPU: of every
-    operator). The profiler's own overhead makes the wall time longer than a timed block's."""
+    operator). The profiler's own overhead makes the wall time longer than a timed block's. trace_path: also
+    write the timeline (Chrome trace format, gzip) to find where the GPU waits for the host."""
     from torch.profiler import ProfilerActivity, profile
 
     on_cuda = device.type == "cuda"
@@ -436,7 +440,16 @@ def profile_steps(step, n_steps: int, device: torch.device) -> dict:
         us = e.self_device_time_total if on_cuda else e.self_cpu_time_total
         if us > 0:
             events.append((e.key, float(us), int(e.count)))
-    return profile_summary(events, n_steps, wall_s)
+    summary = profile_summary(events, n_steps, wall_s)
+    if trace_path is not None:
+        trace_path.parent.mkdir(parents=True, exist_ok=True)
+        raw = trace_path.with_name(trace_path.name + ".tmp.json")
+        prof.export_chrome_trace(str(raw))
+        with raw.open("rb") as src, gzip.open(trace_path, "wb", compresslevel=6) as dst:
+            shutil.copyfileobj(src, dst)
+        raw.unlink()
+        summary["trace"] = str(trace_path)
+    return summary
 
 
 def gpu_clocks() -> dict | None:
@@ -599,7 +612,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
         log(f"[{i}/{len(configs)}] {model_name} context {context}")
         try:
             run_config(model_name, context, env, device, args.warmup, args.steps, args.repeats, record, log,
-                       profile_n=args.profile_steps)
+                       profile_n=args.profile_steps, trace_dir=args.profile_trace_dir)
             record["status"] = "ok"
         except Exception as exc:  # noqa: BLE001 - one failing configuration must not stop the others
             record["status"] = "failed"
@@ -859,6 +872,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile-steps", type=int, default=0,
                    help="after timing, this many more steps under torch.profiler: kernel time by category and "
                         "the top kernels (CPU: operators), printed and in the JSON")
+    p.add_argument("--profile-trace-dir", help="with --profile-steps: also write each configuration's timeline "
+                                               "there as trace_<model>_<context>.json.gz (Chrome trace format)")
     p.add_argument("--out-json", help="write every result, raw block times included, as JSON")
     p.add_argument("--out-md", help="write the Markdown table (with --regenerate-compute-md: the output path, "
                                     "default compute_experiment.md at the repository root)")

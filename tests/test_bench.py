@@ -6,6 +6,7 @@ code path of the GPU benchmark except CUDA timing/memory runs here; it takes a f
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -31,7 +32,7 @@ def test_tiny_benchmark_both_models(tmp_path):
     out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
     proc = run_script("--tiny", "--models", "baseline,hybrid", "--contexts", ",".join(map(str, CONTEXTS)),
                       "--warmup", "1", "--steps", "2", "--repeats", "2", "--profile-steps", "1",
-                      "--out-json", str(out_json), "--out-md", str(out_md))
+                      "--profile-trace-dir", str(tmp_path / "traces"), "--out-json", str(out_json), "--out-md", str(out_md))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     doc = json.loads(out_json.read_text())
@@ -57,6 +58,9 @@ def test_tiny_benchmark_both_models(tmp_path):
         cats = {c["category"]: c["ms_per_step"] for c in prof["categories"]}
         assert sum(cats.values()) == pytest.approx(prof["busy_ms_per_step"], rel=1e-9)
         assert cats["matmul"] > 0 and cats["attention (sdpa)"] > 0
+        trace = json.loads(gzip.decompress(Path(prof["trace"]).read_bytes()))  # the timeline, Chrome format
+        assert Path(prof["trace"]).name == f"trace_{model}_{context}.json.gz"
+        assert any(e.get("name") == "aten::mm" for e in trace["traceEvents"])
         top = [t["ms_per_step"] for t in prof["top"]]
         assert top == sorted(top, reverse=True) and len(top) == bench.PROFILE_TOP
     assert got[("baseline", 32)]["attn_layers"] == 2

@@ -14,7 +14,8 @@
 #   custom_op_tests pytest tests/test_gdn.py -k custom_op (the GDN_CUSTOM_OP ops against fla's wrapper, opcheck)
 #   bench_variants  bench_step_time.py: hybrid at 8k/16k/32k, GDN_HEADS=4 GDN_KEY_DIM=64 (power-of-two heads)
 #   profile         bench_step_time.py: both models at 32k, 2 timed blocks, then 2 steps under torch.profiler
-#                   (kernel time by category, top kernels, SM clock and power after the timed blocks)
+#                   (kernel time by category, top kernels, SM clock and power after the timed blocks; the
+#                   timelines in traces/, for scripts/trace_gaps.py: where the GPU waits for the host)
 # Usage: REPO=$PWD setsid nohup bash /tmp/q/gpu_checks.sh fla_tests micro_steps > /tmp/checks.out 2>&1 < /dev/null &
 set -uo pipefail
 T=${DEVICE_TMP:-/tmp}
@@ -41,7 +42,7 @@ for step in "$@"; do
             --out-json "$out/variants.json" > "$out/variants.out" 2>&1 ;;
         custom_op_tests) timeout 600 python3 -m pytest tests/test_gdn.py -k custom_op -q -rs > "$out/custom_op_tests.out" 2>&1 ;;
         profile) timeout 900 python3 scripts/bench_step_time.py --contexts 32768 --warmup 3 --steps 5 --repeats 2 \
-            --profile-steps 2 --out-json "$out/profile_32k.json" --out-md "$out/profile_32k.md" > "$out/profile_32k.out" 2>&1 ;;
+            --profile-steps 2 --profile-trace-dir "$out/traces" --out-json "$out/profile_32k.json" --out-md "$out/profile_32k.md" > "$out/profile_32k.out" 2>&1 ;;
         bench_fast)
             for arm in default fast; do
                 extra=(); [[ $arm == fast ]] && extra=(--env FUSED_PROJECTIONS=1 MUON_BATCHED=1 GDN_SHIFT_CONV=1)
