@@ -57,6 +57,29 @@ def test_power_of_two_gdn_variant():
     assert "gdn_heads:4 gdn_key_dim:64 gdn_value_dim:128" in hybrid.mixer_log_lines(h)[1]
 
 
+def test_head_dim_64_variants():
+    """The shape variants gpu_checks.sh benchmarks, from existing knobs: attention head dim 64 by 7 query heads
+    (448 / 7) with 1 KV head, where the GDN follows with 7 heads of round(0.75 * 64) = 48 / 96 (the same q/k/v
+    widths as 8 x 42 / 84); and 7/7 attention heads with 4 GDN heads of 64 / 168. Counts from the widths."""
+    h = hybrid.Hyperparameters({"NUM_HEADS": "7", "NUM_KV_HEADS": "1"})
+    h.resolve(world_size=1)
+    model = hybrid.GPT(h)
+    gdn, attn = model.blocks[0].attn, model.blocks[3].attn
+    assert (gdn.num_heads, gdn.key_dim, gdn.value_dim) == (7, 48, 96)
+    assert attn.c_q.weight.shape == (448, 448) and attn.c_k.weight.shape == (64, 448)
+    # vs default: 2 attention layers' k and v shrink from 224 to 64 rows and their q_gain loses a head; each
+    # GDN's a, b projections, A_log and dt_bias lose a head; its output norm weight grows from 84 to 96
+    attn_delta = 2 * (2 * (64 - 224) * 448 + (7 - 8))
+    gdn_delta = 7 * (2 * (7 - 8) * 448 + 2 * (7 - 8) + (96 - 84))
+    assert count_params(hybrid, {"NUM_HEADS": "7", "NUM_KV_HEADS": "1"}) == 17_424_332 + attn_delta + gdn_delta
+    env = {"NUM_HEADS": "7", "NUM_KV_HEADS": "7", "GDN_HEADS": "4", "GDN_KEY_DIM": "64", "GDN_EXPAND_V": "2.625"}
+    h = hybrid.Hyperparameters(env)
+    h.resolve(world_size=1)
+    gdn = hybrid.GPT(h).blocks[0].attn
+    assert (gdn.num_heads, gdn.key_dim, gdn.value_dim) == (4, 64, 168)
+    assert count_params(hybrid, env) == 17_294_942
+
+
 # ---------------------------------------------------------------- int8 + zlib
 
 

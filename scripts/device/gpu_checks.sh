@@ -12,7 +12,8 @@
 #                   FUSED_PROJECTIONS=1 MUON_BATCHED=1 GDN_SHIFT_CONV=1 (the closing table of the speed issue;
 #                   the baseline ignores the GDN flag)
 #   custom_op_tests pytest tests/test_gdn.py -k custom_op (the GDN_CUSTOM_OP ops against fla's wrapper, opcheck)
-#   bench_variants  bench_step_time.py: hybrid at 8k/16k/32k, GDN_HEADS=4 GDN_KEY_DIM=64 (power-of-two heads)
+#   bench_variants  bench_step_time.py: hybrid at 16k/32k, three shape variants (power-of-two GDN heads,
+#                   attention head dim 64, both), each against the default bench of the same session
 #   profile         bench_step_time.py: both models at 32k, 2 timed blocks, then 2 steps under torch.profiler
 #                   (kernel time by category, top kernels, SM clock and power after the timed blocks; the
 #                   timelines in traces/, for scripts/trace_gaps.py: where the GPU waits for the host)
@@ -49,8 +50,18 @@ for step in "$@"; do
                 timeout 1800 python3 scripts/bench_step_time.py --contexts 8192,16384,32768 --warmup 3 --steps 5 \
                     --repeats 3 "${extra[@]}" --out-json "$out/bench_$arm.json" > "$out/bench_$arm.out" 2>&1
             done ;;
-        bench_variants) timeout 1500 python3 scripts/bench_step_time.py --models hybrid --contexts 8192,16384,32768 \
-            --env GDN_HEADS=4 GDN_KEY_DIM=64 --out-json "$out/bench_heads4.json" > "$out/bench_heads4.out" 2>&1 ;;
+        bench_variants)
+            # Shape variants from existing knobs (parameters: default 17,424,332): 4 GDN heads of 64/128 (15,383,496);
+            # attention head dim 64 by 7 query heads and 1 KV head, GDN 7 x 48/96 (17,131,408); head dim 64 in both
+            # mixers, 7/7 attention heads and 4 GDN heads of 64/168 (17,294,942).
+            for variant in "heads4:GDN_HEADS=4 GDN_KEY_DIM=64" "attn64:NUM_HEADS=7 NUM_KV_HEADS=1" \
+                           "both64:NUM_HEADS=7 NUM_KV_HEADS=7 GDN_HEADS=4 GDN_KEY_DIM=64 GDN_EXPAND_V=2.625"; do
+                name=${variant%%:*}
+                read -r -a settings <<< "${variant#*:}"
+                timeout 900 python3 scripts/bench_step_time.py --models hybrid --contexts 16384,32768 --warmup 3 \
+                    --steps 5 --repeats 3 --env "${settings[@]}" --out-json "$out/bench_$name.json" \
+                    > "$out/bench_$name.out" 2>&1
+            done ;;
         *) echo "unknown step $step (fla_tests, custom_op_tests, micro_steps, variants, bench_fast, bench_variants, profile)"; continue ;;
     esac
     status=$?
