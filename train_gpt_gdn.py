@@ -290,6 +290,8 @@ class Muon(torch.optim.Optimizer):
 
     def _batched_updates(self, group: dict, params: list[Tensor], mine: list[int]) -> list[Tensor]:
         """The same maths as _updates: momentum with foreach ops, Newton-Schulz once per distinct shape."""
+        if not mine:  # foreach ops refuse empty lists (a rank with no matrix, or no gradient, this step)
+            return []
         grads = [params[i].grad for i in mine]
         bufs = self._momentum_buffers([params[i] for i in mine])
         torch._foreach_mul_(bufs, group["momentum"])

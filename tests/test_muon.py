@@ -75,6 +75,15 @@ def test_muon_step_matches_plain_loop(batched):
     assert not torch.equal(params[0].detach(), start[0])  # the step did move the weights
 
 
+def test_muon_step_without_any_gradient_changes_nothing():
+    """No matrix has a gradient (or, under DDP, none is this rank's): the step is a no-op, batched or not."""
+    for batched in (False, True):
+        params = [torch.nn.Parameter(torch.randn(7, 5)), torch.nn.Parameter(torch.randn(3, 3))]
+        before = [p.detach().clone() for p in params]
+        base.Muon(params, lr=0.02, momentum=0.95, backend_steps=5, batched=batched).step()
+        assert all(torch.equal(p.detach(), b) for p, b in zip(params, before))
+
+
 def test_muon_skips_matrices_without_gradient():
     """A matrix with no gradient (unused this step) keeps its weights, batched or not."""
     torch.manual_seed(3)
