@@ -67,14 +67,12 @@ from __future__ import annotations
 
 import argparse
 import gc
-import gzip
 import importlib
 import importlib.metadata
 import json
 import platform
 import re
 import shlex
-import shutil
 import statistics
 import subprocess
 import sys
@@ -443,11 +441,7 @@ def profile_steps(step, n_steps: int, device: torch.device, trace_path: Path | N
     summary = profile_summary(events, n_steps, wall_s)
     if trace_path is not None:
         trace_path.parent.mkdir(parents=True, exist_ok=True)
-        raw = trace_path.with_name(trace_path.name + ".tmp.json")
-        prof.export_chrome_trace(str(raw))
-        with raw.open("rb") as src, gzip.open(trace_path, "wb", compresslevel=6) as dst:
-            shutil.copyfileobj(src, dst)
-        raw.unlink()
+        prof.export_chrome_trace(str(trace_path))  # a .gz path: torch.profiler compresses it
         summary["trace"] = str(trace_path)
     return summary
 

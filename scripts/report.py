@@ -492,7 +492,7 @@ def run_label(run: Run) -> str:
 
 
 def build_section(runs: list[Run], skipped: list[str], groups: list[Group], curve_ctx: int, plot_paths: dict,
-                  submission: dict | None, submission_note: str) -> str:
+                  submission_note: str) -> str:
     finished = [r for r in runs if r.finished]
     unfinished = [r for r in runs if not r.finished]
     lines = ["## Results: long-context baseline vs GDN hybrid", "",
@@ -618,14 +618,7 @@ def build_section(runs: list[Run], skipped: list[str], groups: list[Group], curv
         lines += ["Not trainer logs (skipped): " + "; ".join(f"`{s}`" for s in skipped) + ".", ""]
 
     # Submission and plots.
-    lines += ["### Submission", ""]
-    if submission is not None:
-        lines += [f"`submission.json`: {submission['name']}, val_bpb {submission['val_bpb']:.4f} (mean of seeds "
-                  f"{', '.join(map(str, submission['seeds']))}), {submission['bytes_total']:,} bytes total."
-                  + (" **Over the competition's byte limit: not a valid entry** (see its notes)."
-                     if "NOT A VALID ENTRY" in submission["notes"] else ""), ""]
-    else:
-        lines += [submission_note, ""]
+    lines += ["### Submission", "", submission_note, ""]
     lines += ["### Plots", "",
               f"![val_bpb against training time, one panel per context]({plot_paths['time']})", "",
               f"![ms/step against context for both models]({plot_paths['speed']})", ""]
@@ -640,6 +633,7 @@ def artifact_cell(run: Run) -> str:
 
 
 def build_submission(runs: list[Run], groups: list[Group], headline_ctx: int) -> tuple[dict | None, str]:
+    """(submission.json's contents or None, what the README says about it)."""
     group = pick_headline(groups, headline_ctx)
     if group is None:
         return None, (f"No submission: no finished {SUBMIT_MODEL} run with default kernels at context "
@@ -678,7 +672,11 @@ def build_submission(runs: list[Run], groups: list[Group], headline_ctx: int) ->
         "bytes_code": group.max("bytes_code"),
         "notes": " ".join(notes),
     }
-    return submission, ""
+    readme_line = (f"`submission.json`: {submission['name']}, val_bpb {val_bpb:.4f} (mean of seeds "
+                   f"{', '.join(map(str, seeds))}), {submission['bytes_total']:,} bytes total.")
+    if over:
+        readme_line += " **Over the competition's byte limit: not a valid entry** (see its notes)."
+    return submission, readme_line
 
 
 # ---------------------------------------------------------------------------------------------
@@ -811,7 +809,7 @@ def main(argv: list[str] | None = None) -> int:
     submission, submission_note = build_submission(runs, groups, args.headline_context)
     plot_paths = {"time": relative_link(args.plots_dir / PLOT_TIME, args.readme),
                   "speed": relative_link(args.plots_dir / PLOT_SPEED, args.readme)}
-    section = build_section(runs, skipped, groups, curve_ctx, plot_paths, submission, submission_note)
+    section = build_section(runs, skipped, groups, curve_ctx, plot_paths, submission_note)
 
     make_plots(runs, groups, args.plots_dir)
     readme_text = args.readme.read_text(encoding="utf-8") if args.readme.exists() else ""

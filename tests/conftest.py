@@ -18,6 +18,12 @@ FIXTURE_DOCS = REPO_ROOT / "tests" / "fixtures" / "docs.jsonl"
 VAL_DOCS = 4
 
 
+def rel_err(a, b) -> float:
+    """||a - b|| / ||b|| in fp64 (flash-linear-attention's tests' per-tensor measure)."""
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
 def write_shard(path: Path, tokens: list[int]) -> None:
     """A shard holding exactly these tokens (for tests that need a hand-made or broken one)."""
     from shard_format import shard_header

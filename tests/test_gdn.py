@@ -9,11 +9,7 @@ import pytest
 import torch
 
 import train_gpt_gdn as gdn
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double(), b.double()
-    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+from conftest import rel_err
 
 
 def make_inputs(bsz, seq_len, heads, key_dim, value_dim, device="cpu", dtype=torch.float32, seed=0):
@@ -88,10 +84,11 @@ def test_fla_kernel_matches_recurrence(dtype, tol):
         assert rel_err(grad, ref) < tol, name
 
 
-def run_mixer(mixer, x):
-    """Forward under bf16 autocast as in training, backward of a scalar: (output, dx, parameter grads)."""
+def run_mixer(mixer, x, autocast: bool = True):
+    """Forward (under bf16 autocast as in training, unless autocast=False), backward of a scalar:
+    (output, dx, parameter grads)."""
     xin = x.clone().requires_grad_(True)
-    with torch.autocast("cuda", dtype=torch.bfloat16):
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
         y = mixer(xin)
     y.float().square().mean().backward()
     return y.detach(), xin.grad, {n: p.grad for n, p in mixer.named_parameters()}
@@ -302,13 +299,7 @@ def test_mixer_with_shift_conv_matches_conv1d(fused_projections):
     shifted.load_state_dict(plain.state_dict())
     assert shifted.conv_backend == "shift"
     x = torch.randn(2, 45, 48)
-    results = []
-    for mixer in (plain, shifted):
-        xin = x.clone().requires_grad_(True)
-        y = mixer(xin)
-        y.square().mean().backward()
-        results.append((y.detach(), xin.grad, {n: p.grad for n, p in mixer.named_parameters()}))
-    (y_ref, dx_ref, grads_ref), (y, dx, grads) = results
+    (y_ref, dx_ref, grads_ref), (y, dx, grads) = (run_mixer(m, x, autocast=False) for m in (plain, shifted))
     assert rel_err(y, y_ref) < 1e-5 and rel_err(dx, dx_ref) < 1e-5
     for name in grads_ref:
         assert rel_err(grads[name], grads_ref[name]) < 1e-5, name

@@ -358,11 +358,17 @@ def test_unfinished_log_is_listed_and_excluded(tmp_path):
     assert [x[column] for x in found["val_bpb by step at context 512"]][-2:] == ["–", "–"]
 
 
-def test_published_kernel_settings_are_a_variant(tmp_path):
+def fixture_copy(tmp_path: Path, pattern: str) -> tuple[Path, Path, str]:
+    """The fixture logs copied to tmp_path/logs; the first copy matching pattern and its text, to edit."""
     logs = tmp_path / "logs"
     shutil.copytree(FIXTURE_LOGS, logs)
-    source = sorted(logs.glob("baseline_512_seed1_*.txt"))[0]
-    text = source.read_text(encoding="utf-8")  # as if run with SDPA_BACKEND=flash GRAD_ACCUM_STEPS=8
+    source = sorted(logs.glob(pattern))[0]
+    return logs, source, source.read_text(encoding="utf-8")
+
+
+def test_published_kernel_settings_are_a_variant(tmp_path):
+    logs, source, text = fixture_copy(tmp_path, "baseline_512_seed1_*.txt")
+    # as if run with SDPA_BACKEND=flash GRAD_ACCUM_STEPS=8
     text = text.replace("config sdpa_backend:'auto'", "config sdpa_backend:'flash'")
     text = re.sub(r"^sdpa_backend:\w+", "sdpa_backend:flash", text, flags=re.M)
     text = text.replace("_seed1_", "_seed1_flash_")
@@ -378,10 +384,7 @@ def test_published_kernel_settings_are_a_variant(tmp_path):
 
 def test_speed_flags_are_a_variant(tmp_path):
     """A run with FUSED_PROJECTIONS=1 and MUON_BATCHED=1 gets its own rows; logs without the flags are default."""
-    logs = tmp_path / "logs"
-    shutil.copytree(FIXTURE_LOGS, logs)
-    source = sorted(logs.glob("hybrid_512_seed1_*.txt"))[0]
-    text = source.read_text(encoding="utf-8")
+    logs, source, text = fixture_copy(tmp_path, "hybrid_512_seed1_*.txt")
     assert "config muon_batched:" not in text  # the fixture predates the flag: it must read as off
     text = text.replace("config sdpa_backend:'auto'",
                         "config sdpa_backend:'auto'\nconfig fused_projections:True\nconfig muon_batched:True")
@@ -395,10 +398,7 @@ def test_speed_flags_are_a_variant(tmp_path):
 def test_artifact_over_the_byte_limit_is_flagged(tmp_path):
     """A run whose trainer logged within_limit:False is marked in the Runs table, and a submission built on it
     says it is not a valid entry (in its notes and in the README)."""
-    logs = tmp_path / "logs"
-    shutil.copytree(FIXTURE_LOGS, logs)
-    source = sorted(logs.glob("hybrid_512_seed1_*.txt"))[0]
-    text = source.read_text(encoding="utf-8")
+    logs, source, text = fixture_copy(tmp_path, "hybrid_512_seed1_*.txt")
     assert re.search(r"^submission_limit:16000000 .* within_limit:True$", text, flags=re.M)
     text = re.sub(r"^submission_limit:16000000 (.*) within_limit:True$", r"submission_limit:16000000 \1 within_limit:False",
                   text, flags=re.M)

@@ -14,7 +14,7 @@ import torch
 
 import train_gpt as base
 import train_gpt_gdn as hybrid
-from conftest import REPO_ROOT, VAL_DOCS, run_trainer, write_shard
+from conftest import REPO_ROOT, VAL_DOCS, rel_err, run_trainer, write_shard
 
 # ---------------------------------------------------------------- model shape
 
@@ -429,10 +429,6 @@ def mixer_for_fusion(name: str, fused: bool):
         for p in mixer.parameters():
             p.add_(torch.randn_like(p) * 0.1)
     return mixer
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.double() - b.double()).norm() / b.double().norm()).item()
 
 
 def outputs_and_grads(mixer, x: torch.Tensor, d_out: torch.Tensor, bf16: bool) -> dict:

@@ -29,6 +29,13 @@ out="$T/checks"
 mkdir -p "$out"
 data=(--data-path "$T/data/datasets/corpus_sp1024" --tokenizer-path "$T/data/tokenizers/corpus_sp1024.model"
       --log-dir "$out/logs" --steps 20 --env TRAIN_SEQ_LEN=8192 --env TRAIN_BATCH_TOKENS=393216)
+# bench NAME TIMEOUT ARGS...: one bench_step_time.py run (3 warm-up steps, 3 blocks of 5) into $out/bench_NAME.*
+bench() {
+    local name=$1 limit=$2
+    shift 2
+    timeout "$limit" python3 scripts/bench_step_time.py --warmup 3 --steps 5 --repeats 3 "$@" \
+        --out-json "$out/bench_$name.json" > "$out/bench_$name.out" 2>&1
+}
 for step in "$@"; do
     echo "$(date +%T) start $step"
     case "$step" in
@@ -45,23 +52,16 @@ for step in "$@"; do
         profile) timeout 900 python3 scripts/bench_step_time.py --contexts 32768 --warmup 3 --steps 5 --repeats 2 \
             --profile-steps 2 --profile-trace-dir "$out/traces" --out-json "$out/profile_32k.json" --out-md "$out/profile_32k.md" > "$out/profile_32k.out" 2>&1 ;;
         bench_fast)
-            for arm in default fast; do
-                extra=(); [[ $arm == fast ]] && extra=(--env FUSED_PROJECTIONS=1 MUON_BATCHED=1 GDN_SHIFT_CONV=1)
-                timeout 1800 python3 scripts/bench_step_time.py --contexts 8192,16384,32768 --warmup 3 --steps 5 \
-                    --repeats 3 "${extra[@]}" --out-json "$out/bench_$arm.json" > "$out/bench_$arm.out" 2>&1
-            done ;;
+            bench default 1800 --contexts 8192,16384,32768
+            bench fast 1800 --contexts 8192,16384,32768 --env FUSED_PROJECTIONS=1 MUON_BATCHED=1 GDN_SHIFT_CONV=1 ;;
         bench_variants)
             # Shape variants from existing knobs (parameters: default 17,424,332): 4 GDN heads of 64/128 (15,383,496);
             # attention head dim 64 by 7 query heads and 1 KV head, GDN 7 x 48/96 (17,131,408); head dim 64 in both
             # mixers, 7/7 attention heads and 4 GDN heads of 64/168 (17,294,942).
-            for variant in "heads4:GDN_HEADS=4 GDN_KEY_DIM=64" "attn64:NUM_HEADS=7 NUM_KV_HEADS=1" \
-                           "both64:NUM_HEADS=7 NUM_KV_HEADS=7 GDN_HEADS=4 GDN_KEY_DIM=64 GDN_EXPAND_V=2.625"; do
-                name=${variant%%:*}
-                read -r -a settings <<< "${variant#*:}"
-                timeout 900 python3 scripts/bench_step_time.py --models hybrid --contexts 16384,32768 --warmup 3 \
-                    --steps 5 --repeats 3 --env "${settings[@]}" --out-json "$out/bench_$name.json" \
-                    > "$out/bench_$name.out" 2>&1
-            done ;;
+            hybrid_at=(--models hybrid --contexts 16384,32768)
+            bench heads4 900 "${hybrid_at[@]}" --env GDN_HEADS=4 GDN_KEY_DIM=64
+            bench attn64 900 "${hybrid_at[@]}" --env NUM_HEADS=7 NUM_KV_HEADS=1
+            bench both64 900 "${hybrid_at[@]}" --env NUM_HEADS=7 NUM_KV_HEADS=7 GDN_HEADS=4 GDN_KEY_DIM=64 GDN_EXPAND_V=2.625 ;;
         *) echo "unknown step $step (fla_tests, custom_op_tests, micro_steps, variants, bench_fast, bench_variants, profile)"; continue ;;
     esac
     status=$?
