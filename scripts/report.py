@@ -411,6 +411,11 @@ def equal_step_rows(groups: list[Group], comps: list[dict]) -> list[dict]:
     return rows
 
 
+def standing(gap: float) -> str:
+    """The hybrid's val_bpb gap (hybrid - baseline; lower is better) in words."""
+    return f"ahead by {-gap:.4f}" if gap < 0 else f"behind by {gap:.4f}" if gap > 0 else "level with the baseline"
+
+
 def steps_sentences(rows: list[dict]) -> list[str]:
     """One generated sentence per default-kernel context of equal_step_rows: speed, steps, and the gap at
     the common step against the gap at the end."""
@@ -419,11 +424,10 @@ def steps_sentences(rows: list[dict]) -> list[str]:
         if None in (e["ms_ratio"], e["steps_baseline"], e["steps_hybrid"], e["baseline_at_step"], e["hybrid_at_step"]):
             continue
         gap = e["hybrid_at_step"] - e["baseline_at_step"]
-        position = "ahead by" if gap < 0 else "behind by" if gap > 0 else "level with the baseline,"
         out.append(f"At {fmt_ctx(e['seq_len'])} a hybrid step takes {e['ms_ratio']:.2f}x the baseline's, so the hybrid "
                    f"makes {e['steps_hybrid'] / e['steps_baseline']:.2f}x the steps ({fmt_mean_count(e['steps_hybrid'])} "
-                   f"vs {fmt_mean_count(e['steps_baseline'])}); at step {e['common_step']} it is {position} "
-                   f"{abs(gap):.4f} val_bpb, and {e['delta']:+.4f} at the end.")
+                   f"vs {fmt_mean_count(e['steps_baseline'])}); at step {e['common_step']} it is {standing(gap)} "
+                   f"val_bpb, and at the end {standing(e['delta'])}.")
     return out
 
 

@@ -231,9 +231,12 @@ def test_more_steps_or_better_steps(report):
         steps_ratio = mean(f["steps"] for f in hyb) / mean(f["steps"] for f in base)
         expected = (f"At {ctx} a hybrid step takes {ratio:.2f}x the baseline's, so the hybrid makes {steps_ratio:.2f}x "
                     f"the steps")
-        position = "ahead by" if gap < 0 else "behind by" if gap > 0 else "level with the baseline,"
+        end_gap = mean(f["val_bpb"] for f in hyb) - mean(f["val_bpb"] for f in base)
+        position, end = (("ahead by" if g < 0 else "behind by" if g > 0 else "level") for g in (gap, end_gap))
         text = section_of(report["readme"])
-        assert expected in text and f"at step {common} it is {position} {abs(gap):.4f}" in text
+        assert expected in text and f"at step {common} it is {position}" in text
+        assert f"at step {common} it is {position} {abs(gap):.4f}" in text or position == "level"
+        assert f"and at the end {end} {abs(end_gap):.4f}." in text or end == "level"
     section = section_of(report["readme"])
     (sentence,) = [line for line in section.splitlines() if line.startswith("Crossover:")]
     if set(winners.values()) == {"baseline"}:

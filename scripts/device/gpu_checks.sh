@@ -14,6 +14,8 @@
 #   custom_op_tests pytest tests/test_gdn.py -k custom_op (the GDN_CUSTOM_OP ops against fla's wrapper, opcheck)
 #   bench_variants  bench_step_time.py: hybrid at 16k/32k, three shape variants (power-of-two GDN heads,
 #                   attention head dim 64, both), each against the default bench of the same session
+#   two_gpus        on a 2-GPU machine: pytest tests/test_trainers.py -k two_gpus (tiny data, no compile), then
+#                   compare_losses.py at 8k for each trainer: 1 process x 2 micro-steps against torchrun 2 ranks x 1
 #   profile         bench_step_time.py: both models at 32k, 2 timed blocks, then 2 steps under torch.profiler
 #                   (kernel time by category, top kernels, SM clock and power after the timed blocks; the
 #                   timelines in traces/, for scripts/trace_gaps.py: where the GPU waits for the host)
@@ -62,7 +64,14 @@ for step in "$@"; do
             bench heads4 900 "${hybrid_at[@]}" --env GDN_HEADS=4 GDN_KEY_DIM=64
             bench attn64 900 "${hybrid_at[@]}" --env NUM_HEADS=7 NUM_KV_HEADS=1
             bench both64 900 "${hybrid_at[@]}" --env NUM_HEADS=7 NUM_KV_HEADS=7 GDN_HEADS=4 GDN_KEY_DIM=64 GDN_EXPAND_V=2.625 ;;
-        *) echo "unknown step $step (fla_tests, custom_op_tests, micro_steps, variants, bench_fast, bench_variants, profile)"; continue ;;
+        two_gpus)
+            timeout 600 python3 -m pytest tests/test_trainers.py -k two_gpus -q -rs > "$out/two_gpus_tests.out" 2>&1
+            for trainer in train_gpt_gdn train_gpt; do
+                timeout 900 python3 scripts/compare_losses.py --trainer "$trainer.py" "${data[@]}" \
+                    --arm one:GRAD_ACCUM_STEPS=2 --arm two:NPROC=2,GRAD_ACCUM_STEPS=1 \
+                    --out-json "$out/two_gpus_$trainer.json" > "$out/two_gpus_$trainer.out" 2>&1
+            done ;;
+        *) echo "unknown step $step (fla_tests, custom_op_tests, micro_steps, variants, bench_fast, bench_variants, two_gpus, profile)"; continue ;;
     esac
     status=$?
     echo "$(date +%T) end $step rc=$status"
