@@ -431,6 +431,49 @@ def steps_sentences(rows: list[dict]) -> list[str]:
     return out
 
 
+def steps_or_learning_sentence(rows: list[dict]) -> str:
+    """Whether the winner at each default-kernel context is simply the model that took more steps, and where the
+    hybrid is ahead at the common step (what each model learned per step)."""
+    rows = sorted((e for e in rows if e["variant"] == "default" and None not in
+                   (e["steps_baseline"], e["steps_hybrid"], e["baseline_at_step"], e["hybrid_at_step"])),
+                  key=lambda e: e["seq_len"])
+    if not rows:
+        return ""
+    more_steps = {e["seq_len"]: "hybrid" if e["steps_hybrid"] > e["steps_baseline"] else "baseline" for e in rows}
+    against = [fmt_ctx(e["seq_len"]) for e in rows if e["winner"] != more_steps[e["seq_len"]]]
+    first = ("At every context run the winner is the model that fitted more steps into the budget" if not against
+             else f"The model with fewer steps wins at {', '.join(against)}")
+    # At the common step the model with fewer steps is further into its wall-clock warm-down, which favours it:
+    # a lead there counts for more when the leader is the faster model.
+    ahead = [e for e in rows if e["hybrid_at_step"] < e["baseline_at_step"]]
+    robust = [fmt_ctx(e["seq_len"]) for e in ahead if more_steps[e["seq_len"]] == "hybrid"]
+    favoured = [fmt_ctx(e["seq_len"]) for e in ahead if more_steps[e["seq_len"]] == "baseline"]
+    behind = [fmt_ctx(e["seq_len"]) for e in rows if e["hybrid_at_step"] >= e["baseline_at_step"]]
+    parts = [first]
+    if robust:
+        parts.append(f"the hybrid is ahead at the common step at {', '.join(robust)} although its warm-down is "
+                     "less far along there")
+    if favoured:
+        parts.append(f"at {', '.join(favoured)} the hybrid is ahead at the common step{' as well' if robust else ''}, "
+                     "but its warm-down is further along there, which favours it")
+    if behind:
+        parts.append(f"the baseline is ahead at the common step at {', '.join(behind)}")
+    return "; ".join(parts) + "."
+
+
+def crossover_place(hybrid_ahead: dict[int, bool]) -> str:
+    """Where the hybrid pulls ahead (faster per step, or the winner) over context -> ahead there, in words:
+    'between 8k and 16k', 'at or below 8k' (ahead everywhere), 'not in 8k-32k' (nowhere, or only below
+    some context), or 'more than once'."""
+    first, last_behind, flips = crossover(hybrid_ahead)
+    if flips:
+        return "more than once"
+    if first is None:
+        contexts = sorted(hybrid_ahead)
+        return f"not in {fmt_ctx(contexts[0])}-{fmt_ctx(contexts[-1])}" if len(contexts) > 1 else f"not at {fmt_ctx(contexts[0])}"
+    return f"between {fmt_ctx(last_behind)} and {fmt_ctx(first)}" if last_behind else f"at or below {fmt_ctx(first)}"
+
+
 def crossover_sentence(comps: list[dict]) -> str:
     """Where the hybrid starts to win, over the default-kernel contexts that have both models."""
     default = sorted((c for c in comps if c["variant"] == "default"), key=lambda c: c["seq_len"])
@@ -440,13 +483,38 @@ def crossover_sentence(comps: list[dict]) -> str:
     tested = ", ".join(fmt_ctx(c["seq_len"]) for c in default)
     if not wins:
         return f"Crossover: the baseline wins at every context run so far ({tested})."
-    first, last_behind, _ = crossover({c["seq_len"]: c["winner"] == "hybrid" for c in default})
-    if first == wins[0]:  # the hybrid wins at the first context it wins and at every larger one
-        where = (f"between {fmt_ctx(last_behind)} and {fmt_ctx(first)}" if last_behind
-                 else f"at or below {fmt_ctx(first)}")
-        return (f"Crossover: the hybrid wins from {fmt_ctx(first)} up, so it lies {where} "
-                f"(contexts run: {tested}).")
+    place = crossover_place({c["seq_len"]: c["winner"] == "hybrid" for c in default})
+    if place.startswith(("between", "at or below")):  # the hybrid wins from its first win up
+        return f"Crossover: the hybrid wins from {fmt_ctx(wins[0])} up, so it lies {place} (contexts run: {tested})."
     return f"Crossover: no single one; the hybrid wins at {', '.join(fmt_ctx(s) for s in wins)} of {tested}."
+
+
+def published_crossover_rows(step_rows: list[dict]) -> list[dict]:
+    """Our default-kernel comparisons at the published contexts beside the published ones: the ms/step ratio
+    (hybrid / baseline), the val_bpb delta (hybrid - baseline) and the winner."""
+    rows = []
+    for e in sorted((e for e in step_rows if e["variant"] == "default"), key=lambda e: e["seq_len"]):
+        ctx = e["seq_len"]
+        if ctx not in PUBLISHED_VAL_BPB["baseline"]:
+            continue
+        pub_delta = PUBLISHED_VAL_BPB["hybrid"][ctx] - PUBLISHED_VAL_BPB["baseline"][ctx]
+        rows.append({"seq_len": ctx, "device": e["device"], "ms_ratio": e["ms_ratio"],
+                     "pub_ms_ratio": PUBLISHED_MS_PER_STEP["hybrid"][ctx] / PUBLISHED_MS_PER_STEP["baseline"][ctx],
+                     "delta": e["delta"], "pub_delta": pub_delta, "winner": e["winner"],
+                     "pub_winner": "hybrid" if pub_delta < 0 else "baseline" if pub_delta > 0 else "tie"})
+    return rows
+
+
+def published_crossover_sentence(rows: list[dict]) -> str:
+    """Where, over the contexts both have, the hybrid's step becomes the faster one and where it starts to win:
+    ours against the published study."""
+    tested = ", ".join(fmt_ctx(r["seq_len"]) for r in rows)
+    ours_speed = crossover_place({r["seq_len"]: r["ms_ratio"] < 1 for r in rows if r["ms_ratio"] is not None})
+    pub_speed = crossover_place({r["seq_len"]: r["pub_ms_ratio"] < 1 for r in rows})
+    ours_win = crossover_place({r["seq_len"]: r["winner"] == "hybrid" for r in rows})
+    pub_win = crossover_place({r["seq_len"]: r["pub_winner"] == "hybrid" for r in rows})
+    return (f"Over {tested}: the hybrid's step becomes the faster one {ours_speed} in our runs and {pub_speed} in "
+            f"the published ones; the hybrid starts to win {ours_win} in ours and {pub_win} in the published.")
 
 
 def pick_headline(groups: list[Group], seq_len: int, model: str = SUBMIT_MODEL) -> Group | None:
@@ -542,8 +610,8 @@ def build_section(runs: list[Run], skipped: list[str], groups: list[Group], curv
 
     # Speed against quality per step.
     lines += ["### More steps, or better steps?", ""]
+    step_rows = equal_step_rows(groups, comps)
     if comps:
-        step_rows = equal_step_rows(groups, comps)
         rows = [[e["seq_len"], e["variant"], e["device"], fmt(e["ms_ratio"], 3), fmt_mean_count(e["steps_baseline"]),
                  fmt_mean_count(e["steps_hybrid"]), "–" if e["common_step"] is None else str(e["common_step"]), fmt(e["baseline_at_step"]),
                  fmt(e["hybrid_at_step"]), f"{e['delta']:+.4f}", e["winner"]] for e in step_rows]
@@ -554,8 +622,8 @@ def build_section(runs: list[Run], skipped: list[str], groups: list[Group], curv
                   "there compares what each model learned per step; the final delta adds the effect of the "
                   "steps each fitted into the budget. Both learning-rate schedules run on the wall clock, so at "
                   "the common step the slower model is further into its warm-down, which favours it there.", ""]
-        reading = steps_sentences(step_rows)
-        lines += [" ".join(reading), ""] if reading else []
+        reading = steps_sentences(step_rows) + [steps_or_learning_sentence(step_rows)]
+        lines += [" ".join(r for r in reading if r), ""] if any(reading) else []
     lines += [crossover_sentence(comps), ""]
 
     # val_bpb by step at the curve context.
@@ -591,11 +659,6 @@ def build_section(runs: list[Run], skipped: list[str], groups: list[Group], curv
                  fmt(g.mean("ms_per_step"), 1), pub_ms[g.model][g.seq_len]] for g in ours]
         lines += markdown_table(["model", "context", "device", "val_bpb (ours)", "val_bpb (published)", "ms/step (ours)",
                         "ms/step (published)"], rows) + [""]
-        ours_by_ctx = {c["seq_len"]: c["winner"] for c in comps if c["variant"] == "default"}
-        agree = [f"{fmt_ctx(c)}: ours {ours_by_ctx[c]}, published {w}" for c, w in zip(pub_ctx, pub_winners)
-                 if c in ours_by_ctx]
-        if agree:
-            lines += ["Winners: " + "; ".join(agree) + ".", ""]
     else:
         ctxs = sorted({g.seq_len for g in groups})
         lines += [f"None of our finished default-kernel contexts ({', '.join(map(str, ctxs)) or 'none'}) is a "
@@ -605,6 +668,15 @@ def build_section(runs: list[Run], skipped: list[str], groups: list[Group], curv
         lines += [f"Our runs use {', '.join(f'`{d}`' for d in other_data)}, not `{DEFAULT_DATASET}`: val_bpb "
                   f"is measured on different validation text and is not comparable with the published numbers; "
                   f"the comparison between our two models is.", ""]
+    both = published_crossover_rows(step_rows)
+    if both:
+        lines += ["### Where the hybrid pulls ahead: ours and published", ""]
+        rows = [[r["seq_len"], r["device"], fmt(r["ms_ratio"], 3), f"{r['pub_ms_ratio']:.3f}", f"{r['delta']:+.4f}",
+                 f"{r['pub_delta']:+.4f}", r["winner"], r["pub_winner"]] for r in both]
+        lines += markdown_table(["context", "device", "ms/step hybrid / baseline (ours)",
+                                 "ms/step hybrid / baseline (published)", "delta (ours)", "delta (published)",
+                                 "winner (ours)", "winner (published)"], rows) + [""]
+        lines += [published_crossover_sentence(both), ""]
 
     # Runs.
     lines += ["### Runs", ""]

@@ -262,6 +262,41 @@ def test_crossover_sentence_cases():
     assert "no single one" in module.crossover_sentence(comps("baseline", "hybrid", "baseline"))
 
 
+def test_crossover_place_cases():
+    import report as module
+
+    def ahead(*flags):
+        return {8192 * 2 ** i: f for i, f in enumerate(flags)}
+
+    assert module.crossover_place(ahead(False, True, True)) == "between 8k and 16k"
+    assert module.crossover_place(ahead(False, False, True)) == "between 16k and 32k"
+    assert module.crossover_place(ahead(True, True)) == "at or below 8k"
+    assert module.crossover_place(ahead(False, False)) == "not in 8k-16k"
+    assert module.crossover_place(ahead(True, False)) == "not in 8k-16k"  # ahead only below: no crossover upwards
+    assert module.crossover_place(ahead(False)) == "not at 8k"
+    assert module.crossover_place(ahead(True, False, True)) == "more than once"
+
+
+def test_steps_or_learning_sentence_cases():
+    """The 'why' sentence: is the winner the model with more steps, and who leads at the common step, with the
+    warm-down caveat where the leader there is the slower model."""
+    import report as module
+
+    def row(ctx, steps_b, steps_h, at_b, at_h, winner):
+        return {"seq_len": ctx, "variant": "default", "steps_baseline": steps_b, "steps_hybrid": steps_h,
+                "baseline_at_step": at_b, "hybrid_at_step": at_h, "winner": winner}
+
+    # our seed-1337 grid's shape: the slower hybrid loses at 8k though ahead at the common step
+    text = module.steps_or_learning_sentence([row(8192, 1382, 1229, 1.31, 1.30, "baseline"),
+                                              row(16384, 893, 1028, 1.36, 1.35, "hybrid")])
+    assert text.startswith("At every context run the winner is the model that fitted more steps")
+    assert "ahead at the common step at 16k although its warm-down is less far along" in text
+    assert "at 8k the hybrid is ahead at the common step as well, but its warm-down is further along" in text
+    text = module.steps_or_learning_sentence([row(8192, 100, 90, 1.30, 1.31, "hybrid")])
+    assert text == ("The model with fewer steps wins at 8k; the baseline is ahead at the common step at 8k.")
+    assert module.steps_or_learning_sentence([row(8192, 100, 90, None, None, "hybrid")]) == ""
+
+
 def test_val_bpb_by_step_table(report):
     all_facts = [f for f in fixture_facts() if f["ctx"] == 512]
     rows = report["tables"]["val_bpb by step at context 512"]
@@ -432,6 +467,16 @@ def test_gpu_logs(tmp_path):
     published = row(found["Compared with the published study"], model="hybrid", context=8192)
     assert published["val_bpb (ours)"] == "3.5541" and published["val_bpb (published)"] == "1.3810"
     assert published["ms/step (published)"] == "757"
+    # our 8k comparison beside the published one (ratios and deltas from the logs' own numbers)
+    (side,) = found["Where the hybrid pulls ahead: ours and published"]
+    assert side["context"] == "8192" and side["ms/step hybrid / baseline (ours)"] == f"{963.8 / 483.2:.3f}"
+    assert side["ms/step hybrid / baseline (published)"] == f"{757 / 594:.3f}" and side["delta (published)"] == "+0.0303"
+    base_bpb, hyb_bpb = (float(row(found["Final val_bpb (int8+zlib round trip)"], model=m, context=8192)["val_bpb (mean)"])
+                         for m in ("baseline", "hybrid"))
+    assert side["winner (ours)"] == ("hybrid" if hyb_bpb < base_bpb else "baseline")
+    assert side["winner (published)"] == "baseline"
+    assert ("Over 8k: the hybrid's step becomes the faster one not at 8k in our runs and not at 8k in the published"
+            in section_of(result["readme"]))
     sub = json.loads(result["submission"].read_text())
     assert sub["date"] == "2026-11-22"  # from the nvidia-smi banner in the log
     assert sub["val_bpb"] == 3.55409578 and sub["bytes_code"] == 60697
