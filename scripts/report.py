@@ -461,6 +461,28 @@ def steps_or_learning_sentence(rows: list[dict]) -> str:
     return "; ".join(parts) + "."
 
 
+def artifact_sentence(runs: list[Run]) -> str:
+    """How the artifact's size moves with the steps a run took, per model (default kernels, finished runs with a
+    logged limit), and the least headroom under the byte limit: a faster trainer takes more steps, and trained
+    weights compress less."""
+    sized = sorted((r for r in runs if r.counted and r.variant == "default" and r.byte_limit and r.bytes_total
+                    and r.steps), key=lambda r: (model_rank(r.model), r.steps))
+    if not sized:
+        return ""
+    parts = []
+    for model in dict.fromkeys(r.model for r in sized):
+        mine = [r for r in sized if r.model == model]
+        pairs = ", ".join(f"{r.bytes_total:,} at {r.steps:,} steps ({fmt_ctx(r.seq_len)})" for r in mine)
+        grows = len(mine) > 1 and all(a.bytes_total < b.bytes_total for a, b in zip(mine, mine[1:]))
+        parts.append(f"{model}{' (growing with the steps)' if grows else ''}: {pairs}")
+    tight = min(sized, key=lambda r: r.byte_limit - r.bytes_total)
+    room = tight.byte_limit - tight.bytes_total
+    where = f"{tight.model} at {fmt_ctx(tight.seq_len)}, seed {tight.seed}"
+    least = (f"the least headroom under the {tight.byte_limit:,}-byte limit is {room:,} bytes ({where})" if room >= 0
+             else f"{where} is {-room:,} bytes over the {tight.byte_limit:,}-byte limit")
+    return f"Artifact bytes by steps taken: {'; '.join(parts)}; {least}."
+
+
 def crossover_place(hybrid_ahead: dict[int, bool]) -> str:
     """Where the hybrid pulls ahead (faster per step, or the winner) over context -> ahead there, in words:
     'between 8k and 16k', 'at or below 8k' (ahead everywhere), 'not in 8k-32k' (nowhere, or only below
@@ -586,6 +608,8 @@ def build_section(runs: list[Run], skipped: list[str], groups: list[Group], curv
                      fmt_int(g.max("peak_reserved_mib")), fmt_int(g.max("bytes_total"))])
     lines += markdown_table(["model", "context", "variant", "device", "runs", "ms/step", "steps", "epochs",
                     "peak alloc MiB (max)", "peak reserved MiB (max)", "artifact bytes (max)"], rows) + [""]
+    sizes = artifact_sentence(runs)
+    lines += [sizes, ""] if sizes else []
 
     # Final val_bpb.
     lines += ["### Final val_bpb (int8+zlib round trip)", ""]

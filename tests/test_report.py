@@ -262,6 +262,17 @@ def test_crossover_sentence_cases():
     assert "no single one" in module.crossover_sentence(comps("baseline", "hybrid", "baseline"))
 
 
+def test_artifact_bytes_sentence(report):
+    """Each default finished run's artifact bytes at its steps, and the least headroom under the limit."""
+    runs = [f for f in fixture_facts() if f["sdpa_requested"] == "auto" and f["finished"]]
+    (line,) = [x for x in section_of(report["readme"]).splitlines() if x.startswith("Artifact bytes by steps taken:")]
+    for f in runs:
+        assert f"{f['bytes_total']:,} at {f['steps']:,} steps ({f['ctx']})" in line
+    tight = min(runs, key=lambda f: 16_000_000 - f["bytes_total"])
+    assert line.endswith(f"the least headroom under the 16,000,000-byte limit is {16_000_000 - tight['bytes_total']:,} "
+                         f"bytes ({tight['model']} at {tight['ctx']}, seed {tight['seed']}).")
+
+
 def test_crossover_place_cases():
     import report as module
 
@@ -440,6 +451,8 @@ def test_artifact_over_the_byte_limit_is_flagged(tmp_path):
     assert re.search(r"^submission_limit:16000000 .* within_limit:True$", text, flags=re.M)
     text = re.sub(r"^submission_limit:16000000 (.*) within_limit:True$", r"submission_limit:16000000 \1 within_limit:False",
                   text, flags=re.M)
+    text = re.sub(r"^Total submission size int8\+zlib: \d+ bytes$", "Total submission size int8+zlib: 16000123 bytes",
+                  text, count=1, flags=re.M)
     source.write_text(text, encoding="utf-8")
     result = run_report(tmp_path / "out", logs=logs)
     section = section_of(result["readme"])
@@ -451,6 +464,7 @@ def test_artifact_over_the_byte_limit_is_flagged(tmp_path):
     notes = json.loads(result["submission"].read_text())["notes"]
     assert "NOT A VALID ENTRY: seed(s) 1 " in notes
     assert "not a valid entry" in section.split("### Submission")[1]
+    assert "is 123 bytes over the 16,000,000-byte limit." in section
 
 
 def test_gpu_logs(tmp_path):
