@@ -142,6 +142,9 @@ class Hyperparameters:
         # Muon orthogonalises all matrices of one shape together (one batched Newton-Schulz chain per shape)
         # and updates momentum and weights with foreach ops: the same maths per matrix, far fewer launches.
         self.muon_batched = env_flag(env, "MUON_BATCHED", False)
+        # Muon's Newton-Schulz through torch.compile when the model is compiled, as the competition's
+        # train_gpt.py does: fused elementwise ops, fewer launches; bf16 rounds a little differently.
+        self.muon_compile = env_flag(env, "MUON_COMPILE", False)
 
     @property
     def train_files(self) -> str:
@@ -222,9 +225,10 @@ class Muon(torch.optim.Optimizer):
     """SGD with Nesterov momentum whose 2-D updates are orthogonalised; ranks split the work, then share it."""
 
     def __init__(self, params, lr: float, momentum: float, backend_steps: int, nesterov: bool = True,
-                 batched: bool = False):
+                 batched: bool = False, orthogonalise=zeropower_via_newtonschulz5):
         super().__init__(params, dict(lr=lr, momentum=momentum, backend_steps=backend_steps, nesterov=nesterov))
         self.batched = batched  # MUON_BATCHED: one Newton-Schulz chain per shape, foreach elementwise ops
+        self.orthogonalise = orthogonalise  # zeropower_via_newtonschulz5, or its torch.compile'd form (MUON_COMPILE)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -270,7 +274,7 @@ class Muon(torch.optim.Optimizer):
             (buf,) = self._momentum_buffers([p])
             buf.mul_(group["momentum"]).add_(p.grad)
             g = p.grad.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
-            updates.append(zeropower_via_newtonschulz5(g, steps=group["backend_steps"]))
+            updates.append(self.orthogonalise(g, steps=group["backend_steps"]))
         return updates
 
     def _batched_updates(self, group: dict, params: list[Tensor], mine: list[int]) -> list[Tensor]:
@@ -287,7 +291,7 @@ class Muon(torch.optim.Optimizer):
             by_shape.setdefault(tuple(g.shape), []).append(k)
         updates: list[Tensor | None] = [None] * len(gs)
         for ks in by_shape.values():
-            stacked = zeropower_via_newtonschulz5(torch.stack([gs[k] for k in ks]), steps=group["backend_steps"])
+            stacked = self.orthogonalise(torch.stack([gs[k] for k in ks]), steps=group["backend_steps"])
             for k, update in zip(ks, stacked.unbind(0)):
                 updates[k] = update
         return updates
@@ -788,14 +792,19 @@ def build_model(h: Hyperparameters, device: torch.device) -> tuple[GPT, nn.Modul
     return base_model, torch.compile(base_model, dynamic=False, fullgraph=mixer_compile_fullgraph(h)), True
 
 
-def build_optimizers(h: Hyperparameters, base_model: GPT, fused: bool) -> list[torch.optim.Optimizer]:
-    """Adam for the tied embedding, Muon for block matrices, Adam for the rest; each group keeps base_lr."""
+def build_optimizers(h: Hyperparameters, base_model: GPT, fused: bool,
+                     compiled: bool = False) -> list[torch.optim.Optimizer]:
+    """Adam for the tied embedding, Muon for block matrices, Adam for the rest; each group keeps base_lr.
+    compiled: the model is compiled (build_model), so MUON_COMPILE may compile Muon's Newton-Schulz too."""
     matrix_params, scalar_params = split_params_for_optimizers(base_model)
     adam_kwargs = dict(betas=(h.beta1, h.beta2), eps=h.adam_eps, fused=fused)
     optimizer_tok = torch.optim.Adam([{"params": [base_model.tok_emb.weight], "lr": h.tied_embed_lr,
                                        "base_lr": h.tied_embed_lr}], **adam_kwargs)
+    # One compiled variant per matrix (or stack) shape: build_model raised dynamo's recompile limit for them.
+    orthogonalise = (torch.compile(zeropower_via_newtonschulz5, dynamic=False) if compiled and h.muon_compile
+                     else zeropower_via_newtonschulz5)
     optimizer_muon = Muon(matrix_params, lr=h.matrix_lr, momentum=h.muon_momentum, backend_steps=h.muon_backend_steps,
-                          batched=h.muon_batched)
+                          batched=h.muon_batched, orthogonalise=orthogonalise)
     for group in optimizer_muon.param_groups:
         group["base_lr"] = h.matrix_lr
     optimizer_scalar = torch.optim.Adam([{"params": scalar_params, "lr": h.scalar_lr, "base_lr": h.scalar_lr}],
@@ -1026,7 +1035,7 @@ def main() -> None:
     base_model, model_core, compiled = build_model(h, device)
     autocast_enabled = use_cuda
     model = DDP(model_core, device_ids=[local_rank] if use_cuda else None, broadcast_buffers=False) if distributed else model_core
-    optimizers = build_optimizers(h, base_model, fused=use_cuda)
+    optimizers = build_optimizers(h, base_model, fused=use_cuda, compiled=compiled)
 
     n_params = sum(p.numel() for p in base_model.parameters())
     log0(f"model_params:{n_params}")

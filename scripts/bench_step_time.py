@@ -275,7 +275,7 @@ def run_config(model_name: str, context: int, env: dict[str, str], device: torch
 
     t_build = time.perf_counter()
     base_model, model, compiled = trainer.build_model(h, device)
-    optimizers = trainer.build_optimizers(h, base_model, fused=use_cuda)
+    optimizers = trainer.build_optimizers(h, base_model, fused=use_cuda, compiled=compiled)
     n_params = sum(p.numel() for p in base_model.parameters())
     n_nonembed = n_params - base_model.tok_emb.weight.numel()
     attn_layers = sum(isinstance(block.attn, trainer.CausalSelfAttention) for block in base_model.blocks)

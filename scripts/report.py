@@ -57,8 +57,8 @@ DEFAULT_DATASET = "fineweb10B_sp1024"
 
 # Off-by-default speed flags of the trainers (config name, env name): a run with one on is its own variant.
 SPEED_FLAGS = (("fused_projections", "FUSED_PROJECTIONS"), ("muon_batched", "MUON_BATCHED"),
-               ("gdn_fla_fused", "GDN_FLA_FUSED"), ("gdn_custom_op", "GDN_CUSTOM_OP"),
-               ("gdn_shift_conv", "GDN_SHIFT_CONV"))
+               ("muon_compile", "MUON_COMPILE"), ("gdn_fla_fused", "GDN_FLA_FUSED"),
+               ("gdn_custom_op", "GDN_CUSTOM_OP"), ("gdn_shift_conv", "GDN_SHIFT_CONV"))
 
 
 # ---------------------------------------------------------------------------------------------

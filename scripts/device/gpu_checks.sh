@@ -5,12 +5,13 @@
 #   fla_tests       pytest tests/test_gdn.py -k "fla or custom_op" (kernels, mixers and ops against references;
 #                   autotunes for minutes)
 #   micro_steps     compare_losses.py: hybrid at 8k, 20 steps, 8 micro-steps vs the probe's choice
-#   variants        compare_losses.py: hybrid at 8k, 20 steps, default vs FUSED_PROJECTIONS=1, MUON_BATCHED=1,
-#                   GDN_SHIFT_CONV=1 (alone and with GDN_CUSTOM_OP=1: fullgraph without a conv kernel) and all
-#                   three (GDN_FLA_FUSED and GDN_CUSTOM_OP alone were measured on 2026-11-23: slower)
+#   variants        compare_losses.py: hybrid at 8k, 20 steps, default vs MUON_BATCHED=1, MUON_COMPILE=1,
+#                   GDN_SHIFT_CONV=1 (alone and with GDN_CUSTOM_OP=1: fullgraph without a conv kernel) and
+#                   these with FUSED_PROJECTIONS=1 (FUSED_PROJECTIONS, GDN_FLA_FUSED and GDN_CUSTOM_OP alone
+#                   were measured on 2026-11-23); 6 arms, ~12 min
 #   bench_fast      bench_step_time.py: both models at 8k/16k/32k, 3 blocks, default and then
-#                   FUSED_PROJECTIONS=1 MUON_BATCHED=1 GDN_SHIFT_CONV=1 (the closing table of the speed issue;
-#                   the baseline ignores the GDN flag)
+#                   FUSED_PROJECTIONS=1 MUON_BATCHED=1 MUON_COMPILE=1 GDN_SHIFT_CONV=1 (the closing table of
+#                   the speed issue; the baseline ignores the GDN flag)
 #   custom_op_tests pytest tests/test_gdn.py -k custom_op (the GDN_CUSTOM_OP ops against fla's wrapper, opcheck)
 #   bench_variants  bench_step_time.py: hybrid at 16k/32k, three shape variants (power-of-two GDN heads,
 #                   attention head dim 64, both), each against the default bench of the same session
@@ -46,16 +47,17 @@ for step in "$@"; do
             --arm 8micro:GRAD_ACCUM_STEPS=8 --arm auto:GRAD_ACCUM_STEPS=0 \
             --out-json "$out/micro_steps.json" > "$out/micro_steps.out" 2>&1 ;;
         variants) timeout 1200 python3 scripts/compare_losses.py --trainer train_gpt_gdn.py "${data[@]}" \
-            --arm default: --arm fused_proj:FUSED_PROJECTIONS=1 --arm muon_batched:MUON_BATCHED=1 \
+            --arm default: --arm muon_batched:MUON_BATCHED=1 --arm muon_compile:MUON_COMPILE=1 \
             --arm shift_conv:GDN_SHIFT_CONV=1 --arm op_shift:GDN_CUSTOM_OP=1,GDN_SHIFT_CONV=1 \
-            --arm all:FUSED_PROJECTIONS=1,MUON_BATCHED=1,GDN_SHIFT_CONV=1 \
+            --arm all:FUSED_PROJECTIONS=1,MUON_BATCHED=1,MUON_COMPILE=1,GDN_SHIFT_CONV=1 \
             --out-json "$out/variants.json" > "$out/variants.out" 2>&1 ;;
         custom_op_tests) timeout 600 python3 -m pytest tests/test_gdn.py -k custom_op -q -rs > "$out/custom_op_tests.out" 2>&1 ;;
         profile) timeout 900 python3 scripts/bench_step_time.py --contexts 32768 --warmup 3 --steps 5 --repeats 2 \
             --profile-steps 2 --profile-trace-dir "$out/traces" --out-json "$out/profile_32k.json" --out-md "$out/profile_32k.md" > "$out/profile_32k.out" 2>&1 ;;
         bench_fast)
             bench default 1800 --contexts 8192,16384,32768
-            bench fast 1800 --contexts 8192,16384,32768 --env FUSED_PROJECTIONS=1 MUON_BATCHED=1 GDN_SHIFT_CONV=1 ;;
+            bench fast 1800 --contexts 8192,16384,32768 --env FUSED_PROJECTIONS=1 MUON_BATCHED=1 MUON_COMPILE=1 \
+                GDN_SHIFT_CONV=1 ;;
         bench_variants)
             # Shape variants from existing knobs (parameters: default 17,424,332): 4 GDN heads of 64/128 (15,383,496);
             # attention head dim 64 by 7 query heads and 1 KV head, GDN 7 x 48/96 (17,131,408); head dim 64 in both
