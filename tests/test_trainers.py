@@ -60,7 +60,8 @@ def test_power_of_two_gdn_variant():
 def test_head_dim_64_variants():
     """The shape variants gpu_checks.sh benchmarks, from existing knobs: attention head dim 64 by 7 query heads
     (448 / 7) with 1 KV head, where the GDN follows with 7 heads of round(0.75 * 64) = 48 / 96 (the same q/k/v
-    widths as 8 x 42 / 84); and 7/7 attention heads with 4 GDN heads of 64 / 168. Counts from the widths."""
+    widths as 8 x 42 / 84); and power-of-two head dims in both mixers at the published count (0.12% fewer):
+    7/7 attention heads of 64 and 5 GDN heads of 64 / 128. Counts from the widths."""
     h = hybrid.Hyperparameters({"NUM_HEADS": "7", "NUM_KV_HEADS": "1"})
     h.resolve(world_size=1)
     model = hybrid.GPT(h)
@@ -72,12 +73,19 @@ def test_head_dim_64_variants():
     attn_delta = 2 * (2 * (64 - 224) * 448 + (7 - 8))
     gdn_delta = 7 * (2 * (7 - 8) * 448 + 2 * (7 - 8) + (96 - 84))
     assert count_params(hybrid, {"NUM_HEADS": "7", "NUM_KV_HEADS": "1"}) == 17_424_332 + attn_delta + gdn_delta
-    env = {"NUM_HEADS": "7", "NUM_KV_HEADS": "7", "GDN_HEADS": "4", "GDN_KEY_DIM": "64", "GDN_EXPAND_V": "2.625"}
+    env = {"NUM_HEADS": "7", "NUM_KV_HEADS": "7", "GDN_HEADS": "5", "GDN_KEY_DIM": "64"}
     h = hybrid.Hyperparameters(env)
     h.resolve(world_size=1)
-    gdn = hybrid.GPT(h).blocks[0].attn
-    assert (gdn.num_heads, gdn.key_dim, gdn.value_dim) == (4, 64, 168)
-    assert count_params(hybrid, env) == 17_294_942
+    model = hybrid.GPT(h)
+    gdn, attn = model.blocks[0].attn, model.blocks[3].attn
+    assert (gdn.num_heads, gdn.key_dim, gdn.value_dim) == (5, 64, 128)
+    assert attn.c_k.weight.shape == attn.c_v.weight.shape == (448, 448)
+    # vs default: 2 attention layers' k and v grow from 224 to 448 rows, q_gain loses a head; each GDN's q/k
+    # widths go 336 -> 320, v/gate/out 672 -> 640, a/b/A_log/dt_bias lose 3 heads, the norm weight 84 -> 128
+    attn_delta = 2 * (2 * (448 - 224) * 448 + (7 - 8))
+    gdn_delta = 7 * (2 * 448 * (320 - 336) + 3 * 448 * (640 - 672) + 2 * 448 * (5 - 8) + 2 * (5 - 8) + (128 - 84)
+                     + 4 * (2 * (320 - 336) + (640 - 672)))
+    assert count_params(hybrid, env) == 17_424_332 + attn_delta + gdn_delta == 17_403_988
 
 
 # ---------------------------------------------------------------- int8 + zlib

@@ -13,8 +13,9 @@
 #                   FUSED_PROJECTIONS=1 MUON_BATCHED=1 MUON_COMPILE=1 GDN_SHIFT_CONV=1 (the closing table of
 #                   the speed issue; the baseline ignores the GDN flag)
 #   custom_op_tests pytest tests/test_gdn.py -k custom_op (the GDN_CUSTOM_OP ops against fla's wrapper, opcheck)
-#   bench_variants  bench_step_time.py: hybrid at 16k/32k, three shape variants (power-of-two GDN heads,
-#                   attention head dim 64, both), each against the default bench of the same session
+#   bench_variants  bench_step_time.py: hybrid at 16k/32k, three shape variants (power-of-two head dims in
+#                   both mixers at the published count, attention head dim 64, 4 GDN heads of 64/128), each
+#                   against the default bench of the same session
 #   two_gpus        on a 2-GPU machine: pytest tests/test_trainers.py -k two_gpus (tiny data, no compile), then
 #                   compare_losses.py at 8k for each trainer: 1 process x 2 micro-steps against torchrun 2 ranks x 1
 #   profile         bench_step_time.py: both models at 32k, 2 timed blocks, then 2 steps under torch.profiler
@@ -61,11 +62,11 @@ for step in "$@"; do
         bench_variants)
             # Shape variants from existing knobs (parameters: default 17,424,332): 4 GDN heads of 64/128 (15,383,496);
             # attention head dim 64 by 7 query heads and 1 KV head, GDN 7 x 48/96 (17,131,408); head dim 64 in both
-            # mixers, 7/7 attention heads and 4 GDN heads of 64/168 (17,294,942).
+            # mixers at the published count, 7/7 attention heads and 5 GDN heads of 64/128 (17,403,988).
             hybrid_at=(--models hybrid --contexts 16384,32768)
-            bench heads4 900 "${hybrid_at[@]}" --env GDN_HEADS=4 GDN_KEY_DIM=64
+            bench pow2 900 "${hybrid_at[@]}" --env NUM_HEADS=7 NUM_KV_HEADS=7 GDN_HEADS=5 GDN_KEY_DIM=64
             bench attn64 900 "${hybrid_at[@]}" --env NUM_HEADS=7 NUM_KV_HEADS=1
-            bench both64 900 "${hybrid_at[@]}" --env NUM_HEADS=7 NUM_KV_HEADS=7 GDN_HEADS=4 GDN_KEY_DIM=64 GDN_EXPAND_V=2.625 ;;
+            bench heads4 900 "${hybrid_at[@]}" --env GDN_HEADS=4 GDN_KEY_DIM=64 ;;
         two_gpus)
             timeout 600 python3 -m pytest tests/test_trainers.py -k two_gpus -q -rs > "$out/two_gpus_tests.out" 2>&1
             for trainer in train_gpt_gdn train_gpt; do
