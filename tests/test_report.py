@@ -491,6 +491,10 @@ def test_gpu_logs(tmp_path):
     assert side["winner (published)"] == "baseline"
     assert ("Over 8k: the hybrid's step becomes the faster one not at 8k in our runs and not at 8k in the published"
             in section_of(result["readme"]))
+    margin = abs(hyb_bpb - base_bpb) / 0.0303  # from the 4-decimal means, so allow the last digit
+    found_margin = re.search(r"Our margins \(\|delta\|\) are ([\d.]+)x at 8k the published ones, while the "
+                             r"hybrid's step is nowhere relatively faster", section_of(result["readme"]))
+    assert found_margin and float(found_margin[1]) == pytest.approx(margin, abs=0.02)
     sub = json.loads(result["submission"].read_text())
     assert sub["date"] == "2026-11-22"  # from the nvidia-smi banner in the log
     assert sub["val_bpb"] == 3.55409578 and sub["bytes_code"] == 60697
