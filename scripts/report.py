@@ -807,22 +807,33 @@ def make_plots(runs: list[Run], groups: list[Group], plots_dir: Path) -> None:
     defaults = {k: v for k, v in matplotlib.rcParamsDefault.items() if k != "backend"}
     with matplotlib.rc_context(defaults):
         contexts = sorted({r.seq_len for r in runs if r.val})
-        fig, axes = plt.subplots(1, max(len(contexts), 1), figsize=(5 * max(len(contexts), 1), 4), squeeze=False)
-        for ax, ctx in zip(axes[0], contexts):
-            shade: dict[str, int] = {}
-            for r in [r for r in runs if r.seq_len == ctx and r.val]:
-                i = shade.get(r.model, 0)
-                shade[r.model] = i + 1
-                colors = MODEL_COLORS.get(r.model, ("#444444",))
-                style = "-" if r.counted else ":"
-                label = run_label(r) + ("" if r.counted else f" ({r.status})")
-                ax.plot([p[3] / 1000.0 for p in r.val], [p[2] for p in r.val], style, marker="o", markersize=3,
-                        color=colors[i % len(colors)], label=label)
-            ax.set_title(f"context {ctx}")
-            ax.set_xlabel("training time (s)")
-            ax.set_ylabel("val_bpb")
-            ax.grid(True, alpha=0.3)
-            ax.legend(fontsize=7)
+        # Top row: whole runs. Bottom row: the second half of training, where the gaps that decide the
+        # winner are a few hundredths of a bit and the first validations would flatten them.
+        fig, axes = plt.subplots(2, max(len(contexts), 1), figsize=(5 * max(len(contexts), 1), 8), squeeze=False)
+        for col, ctx in enumerate(contexts):
+            ctx_runs = [r for r in runs if r.seq_len == ctx and r.val]
+            end_s = max(p[3] for r in ctx_runs for p in r.val) / 1000.0
+            for ax in axes[:, col]:
+                shade: dict[str, int] = {}
+                for r in ctx_runs:
+                    i = shade.get(r.model, 0)
+                    shade[r.model] = i + 1
+                    colors = MODEL_COLORS.get(r.model, ("#444444",))
+                    style = "-" if r.counted else ":"
+                    label = run_label(r) + ("" if r.counted else f" ({r.status})")
+                    ax.plot([p[3] / 1000.0 for p in r.val], [p[2] for p in r.val], style, marker="o", markersize=3,
+                            color=colors[i % len(colors)], label=label)
+                ax.set_xlabel("training time (s)")
+                ax.set_ylabel("val_bpb")
+                ax.grid(True, alpha=0.3)
+                ax.legend(fontsize=7)
+            axes[0, col].set_title(f"context {ctx}")
+            late = [p[2] for r in ctx_runs for p in r.val if p[3] / 1000.0 >= end_s / 2]
+            if late:
+                pad = max(0.01, 0.05 * (max(late) - min(late)))
+                axes[1, col].set_xlim(end_s / 2 - 0.02 * end_s, end_s * 1.02)
+                axes[1, col].set_ylim(min(late) - pad, max(late) + pad)
+            axes[1, col].set_title(f"context {ctx}, second half")
         if not contexts:
             axes[0][0].text(0.5, 0.5, "no validation logged yet", ha="center", va="center")
         fig.tight_layout()
