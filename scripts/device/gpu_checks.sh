@@ -31,8 +31,11 @@ cd "${REPO:?set REPO to the repository root on the device}"
 while [[ ! -f "$T/data/ready" ]]; do sleep 2; done
 out="$T/checks"
 mkdir -p "$out"
+# GRAD_ACCUM_STEPS=2: what the probe picks for the hybrid at 8k on an H100, given outright so each arm skips
+# the probe's extra compile (arms that compare micro-step counts set their own).
 data=(--data-path "$T/data/datasets/corpus_sp1024" --tokenizer-path "$T/data/tokenizers/corpus_sp1024.model"
-      --log-dir "$out/logs" --steps 20 --env TRAIN_SEQ_LEN=8192 --env TRAIN_BATCH_TOKENS=393216)
+      --log-dir "$out/logs" --steps 20 --env TRAIN_SEQ_LEN=8192 --env TRAIN_BATCH_TOKENS=393216
+      --env GRAD_ACCUM_STEPS=2)
 # bench NAME TIMEOUT ARGS...: one bench_step_time.py run (3 warm-up steps, 3 blocks of 5) into $out/bench_NAME.*
 bench() {
     local name=$1 limit=$2
