@@ -6,6 +6,7 @@ one JSON line with its arguments, working directory and environment, and exits.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -249,3 +250,50 @@ def test_device_caches_save_and_restore(tmp_path):
     missing = caches(second, "restore", str(tmp_path / "nothing"))
     assert missing.returncode == 1 and "no caches.tgz" in missing.stdout
     assert caches(second, "bogus").returncode == 2
+
+
+def test_device_gpu_checks_runs_every_step_with_settings_the_trainers_read(tmp_path):
+    """gpu_checks.sh, with python3 faked to record its arguments: every step runs in order, an unknown one is
+    named, and every setting a check passes (its arms and shared --env) is a variable the trainers read, so a
+    typo cannot cost a GPU session a silently unchanged arm."""
+    bin_dir, record = tmp_path / "bin", tmp_path / "calls.jsonl"
+    bin_dir.mkdir()
+    fake = bin_dir / "python3"
+    fake.write_text(f"#!{sys.executable}\nimport json, os, sys\n"
+                    "open(os.environ['RECORD'], 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    device_tmp = tmp_path / "device"
+    (device_tmp / "data").mkdir(parents=True)
+    (device_tmp / "data" / "ready").touch()
+    steps = ["fla_tests", "micro_steps", "variants", "bench_fast", "custom_op_tests", "bench_variants", "two_gpus",
+             "profile"]
+    env = {"PATH": f"{bin_dir}{os.pathsep}/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path),
+           "DEVICE_TMP": str(device_tmp), "REPO": str(REPO_ROOT), "RECORD": str(record)}
+    proc = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "device" / "gpu_checks.sh"), *steps, "nosuch"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert [line.split(" end ")[1] for line in proc.stdout.splitlines() if " end " in line] == [
+        f"{step} rc=0" for step in steps]
+    unknown = [line for line in proc.stdout.splitlines() if line.startswith("unknown step nosuch")]
+    assert unknown and all(step in unknown[0] for step in steps)  # the message lists every step there is
+
+    calls = [json.loads(line) for line in record.read_text().splitlines()]
+    sources = {name: (REPO_ROOT / name).read_text(encoding="utf-8") for name in ("train_gpt.py", "train_gpt_gdn.py")}
+    checked = set()
+    for argv in calls:
+        if argv[0].endswith("compare_losses.py"):
+            trainer = sources[argv[argv.index("--trainer") + 1]]
+            settings = [value for flag, value in zip(argv, argv[1:]) if flag == "--env"]
+            for flag, value in zip(argv, argv[1:]):
+                if flag == "--arm":
+                    settings += [kv for kv in value.partition(":")[2].split(",") if kv]
+        elif argv[0].endswith("bench_step_time.py") and "--env" in argv:
+            trainer = sources["train_gpt_gdn.py"]  # the baseline ignores GDN settings; the hybrid reads them all
+            settings = list(itertools.takewhile(lambda a: not a.startswith("--"), argv[argv.index("--env") + 1:]))
+        else:
+            continue
+        for key in (kv.partition("=")[0] for kv in settings):
+            if key != "NPROC":  # compare_losses' own: torchrun's process count
+                assert f'"{key}"' in trainer, f"{key} is not read by the trainer: {argv}"
+                checked.add(key)
+    assert {"MUON_COMPILE", "MUON_BATCHED", "GDN_SHIFT_CONV", "GDN_HEADS", "GRAD_ACCUM_STEPS"} <= checked
