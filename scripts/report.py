@@ -378,8 +378,11 @@ def comparisons(groups: list[Group]) -> list[dict]:
         b, h = round(base.mean("final_val_bpb"), 8), round(hyb.mean("final_val_bpb"), 8)
         delta = round(h - b, 8)
         winner = "hybrid" if delta < 0 else "baseline" if delta > 0 else "tie"
+        # Paired by seed (same data order and initial draws): the spread of these is the seed noise of the delta.
+        base_by_seed = {r.seed: r.final_val_bpb for r in base.runs}
+        paired = {r.seed: round(r.final_val_bpb - base_by_seed[r.seed], 8) for r in hyb.runs if r.seed in base_by_seed}
         rows.append({"seq_len": seq_len, "variant": variant, "device": device, "baseline": b, "hybrid": h,
-                     "delta": delta, "winner": winner})
+                     "delta": delta, "winner": winner, "delta_by_seed": dict(sorted(paired.items()))})
     return rows
 
 
@@ -635,9 +638,10 @@ def build_section(runs: list[Run], skipped: list[str], groups: list[Group], curv
     comps = comparisons(groups)
     if comps:
         rows = [[c["seq_len"], c["variant"], c["device"], fmt(c["baseline"]), fmt(c["hybrid"]),
-                 f"{c['delta']:+.4f}", c["winner"]] for c in comps]
+                 f"{c['delta']:+.4f}", ", ".join(f"{seed}: {d:+.4f}" for seed, d in c["delta_by_seed"].items()) or "–",
+                 c["winner"]] for c in comps]
         lines += markdown_table(["context", "variant", "device", "baseline val_bpb", "hybrid val_bpb",
-                        "delta (hybrid - baseline)", "winner"], rows) + [""]
+                        "delta (hybrid - baseline)", "delta per seed", "winner"], rows) + [""]
     else:
         lines += ["No context has finished runs of both models yet.", ""]
 

@@ -179,6 +179,10 @@ def test_delta_and_winner(report):
         assert r["baseline val_bpb"] == f"{b:.4f}" and r["hybrid val_bpb"] == f"{h:.4f}"
         assert float(r["delta (hybrid - baseline)"]) == pytest.approx(h - b, abs=6e-5)
         assert r["winner"] == ("hybrid" if h < b else "baseline")
+        # paired by seed: each seed's hybrid against the same seed's baseline
+        base_by_seed = {f["seed"]: f["val_bpb"] for f in default_runs(all_facts, "baseline", ctx)}
+        assert r["delta per seed"] == ", ".join(f"{f['seed']}: {f['val_bpb'] - base_by_seed[f['seed']]:+.4f}"
+                                                for f in default_runs(all_facts, "hybrid", ctx))
 
 
 def test_speed_steps_epochs_and_sizes(report):
