@@ -265,8 +265,8 @@ def test_device_gpu_checks_runs_every_step_with_settings_the_trainers_read(tmp_p
     device_tmp = tmp_path / "device"
     (device_tmp / "data").mkdir(parents=True)
     (device_tmp / "data" / "ready").touch()
-    steps = ["fla_tests", "micro_steps", "variants", "bench_fast", "custom_op_tests", "bench_variants", "two_gpus",
-             "profile"]
+    steps = ["fla_tests", "micro_steps", "variants", "bench_fast", "custom_op_tests", "muon_tests", "bench_variants",
+             "two_gpus", "profile"]
     env = {"PATH": f"{bin_dir}{os.pathsep}/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path),
            "DEVICE_TMP": str(device_tmp), "REPO": str(REPO_ROOT), "RECORD": str(record)}
     proc = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "device" / "gpu_checks.sh"), *steps, "nosuch"],

@@ -4,6 +4,7 @@
 # $T/checks (copy them to $OUT with poll_logs.sh's pattern or by hand). Steps, in the order given:
 #   fla_tests       pytest tests/test_gdn.py -k "fla or custom_op" (kernels, mixers and ops against references;
 #                   autotunes for minutes)
+#   muon_tests      pytest tests/test_muon.py -k cuda (MUON_COMPILE's Newton-Schulz on the GPU against fp64; ~1 min)
 #   micro_steps     compare_losses.py: hybrid at 8k, 20 steps, 8 micro-steps vs the probe's choice
 #   variants        compare_losses.py: hybrid at 8k, 20 steps, default vs MUON_BATCHED=1, MUON_COMPILE=1,
 #                   GDN_SHIFT_CONV=1 (alone and with GDN_CUSTOM_OP=1: fullgraph without a conv kernel) and
@@ -55,6 +56,7 @@ for step in "$@"; do
             --arm shift_conv:GDN_SHIFT_CONV=1 --arm op_shift:GDN_CUSTOM_OP=1,GDN_SHIFT_CONV=1 \
             --arm all:FUSED_PROJECTIONS=1,MUON_BATCHED=1,MUON_COMPILE=1,GDN_SHIFT_CONV=1 \
             --out-json "$out/variants.json" > "$out/variants.out" 2>&1 ;;
+        muon_tests) timeout 300 python3 -m pytest tests/test_muon.py -k cuda -q -rs > "$out/muon_tests.out" 2>&1 ;;
         custom_op_tests) timeout 600 python3 -m pytest tests/test_gdn.py -k custom_op -q -rs > "$out/custom_op_tests.out" 2>&1 ;;
         profile) timeout 900 python3 scripts/bench_step_time.py --contexts 32768 --warmup 3 --steps 5 --repeats 2 \
             --profile-steps 2 --profile-trace-dir "$out/traces" --out-json "$out/profile_32k.json" --out-md "$out/profile_32k.md" > "$out/profile_32k.out" 2>&1 ;;
@@ -77,7 +79,7 @@ for step in "$@"; do
                     --arm one:GRAD_ACCUM_STEPS=2 --arm two:NPROC=2,GRAD_ACCUM_STEPS=1 \
                     --out-json "$out/two_gpus_$trainer.json" > "$out/two_gpus_$trainer.out" 2>&1
             done ;;
-        *) echo "unknown step $step (fla_tests, custom_op_tests, micro_steps, variants, bench_fast, bench_variants, two_gpus, profile)"; continue ;;
+        *) echo "unknown step $step (fla_tests, custom_op_tests, muon_tests, micro_steps, variants, bench_fast, bench_variants, two_gpus, profile)"; continue ;;
     esac
     status=$?
     echo "$(date +%T) end $step rc=$status"
