@@ -824,8 +824,9 @@ def gated_delta_rule_fla_fused(q: Tensor, k: Tensor, v: Tensor, a: Tensor, b: Te
 # GDN_CUSTOM_OP=1: the unfused kernel as two torch.library custom ops, which dynamo traces as opaque nodes
 # (no graph break), so the hybrid compiles with fullgraph=True. On CUDA they call fla-core 0.6.0's
 # chunk_gated_delta_rule_fwd / _bwd directly (what ChunkGatedDeltaRuleFunction does with initial_state=None,
-# output_final_state=False, no cu_seqlens, chunk size 64; this bypasses fla's backend dispatch, i.e. its
-# Triton path always). fla is imported only inside the CUDA kernels' bodies: registering the ops needs no fla.
+# output_final_state=False, no cu_seqlens, chunk size 64). That skips only chunk_gated_delta_rule's own backend
+# dispatch; the shared kernels inside still dispatch (on Hopper, TileLang's gated backward as in the wrapper).
+# fla is imported only inside the CUDA kernels' bodies: registering the ops needs no fla.
 # The CPU kernels run the PyTorch chunked path. They exist to test the op plumbing here (registration, fake
 # shapes, autograd wiring, fullgraph compile); the CUDA kernels are what runs in training.
 

@@ -365,6 +365,16 @@ def build_groups(runs: list[Run]) -> list[Group]:
     return sorted(groups.values(), key=lambda g: (model_rank(g.model), g.seq_len, variant_rank(g.variant), g.device))
 
 
+def winner(delta: float) -> str:
+    """Who wins for a val_bpb delta (hybrid - baseline; lower is better)."""
+    return "hybrid" if delta < 0 else "baseline" if delta > 0 else "tie"
+
+
+def default_by_context(rows: list[dict]) -> list[dict]:
+    """The default-kernel rows of comparisons / equal_step_rows, by context."""
+    return sorted((r for r in rows if r["variant"] == "default"), key=lambda r: r["seq_len"])
+
+
 def comparisons(groups: list[Group]) -> list[dict]:
     """Hybrid vs baseline for every (context, variant, device) where both have finished runs."""
     index = {g.key: g for g in groups}
@@ -377,12 +387,11 @@ def comparisons(groups: list[Group]) -> list[dict]:
             continue
         b, h = round(base.mean("final_val_bpb"), 8), round(hyb.mean("final_val_bpb"), 8)
         delta = round(h - b, 8)
-        winner = "hybrid" if delta < 0 else "baseline" if delta > 0 else "tie"
         # Paired by seed (same data order and initial draws): the spread of these is the seed noise of the delta.
         base_by_seed = {r.seed: r.final_val_bpb for r in base.runs}
         paired = {r.seed: round(r.final_val_bpb - base_by_seed[r.seed], 8) for r in hyb.runs if r.seed in base_by_seed}
         rows.append({"seq_len": seq_len, "variant": variant, "device": device, "baseline": b, "hybrid": h,
-                     "delta": delta, "winner": winner, "delta_by_seed": dict(sorted(paired.items()))})
+                     "delta": delta, "winner": winner(delta), "delta_by_seed": dict(sorted(paired.items()))})
     return rows
 
 
@@ -423,7 +432,7 @@ def steps_sentences(rows: list[dict]) -> list[str]:
     """One generated sentence per default-kernel context of equal_step_rows: speed, steps, and the gap at
     the common step against the gap at the end."""
     out = []
-    for e in sorted((e for e in rows if e["variant"] == "default"), key=lambda e: e["seq_len"]):
+    for e in default_by_context(rows):
         if None in (e["ms_ratio"], e["steps_baseline"], e["steps_hybrid"], e["baseline_at_step"], e["hybrid_at_step"]):
             continue
         gap = e["hybrid_at_step"] - e["baseline_at_step"]
@@ -437,9 +446,8 @@ def steps_sentences(rows: list[dict]) -> list[str]:
 def steps_or_learning_sentence(rows: list[dict]) -> str:
     """Whether the winner at each default-kernel context is simply the model that took more steps, and where the
     hybrid is ahead at the common step (what each model learned per step)."""
-    rows = sorted((e for e in rows if e["variant"] == "default" and None not in
-                   (e["steps_baseline"], e["steps_hybrid"], e["baseline_at_step"], e["hybrid_at_step"])),
-                  key=lambda e: e["seq_len"])
+    rows = [e for e in default_by_context(rows)
+            if None not in (e["steps_baseline"], e["steps_hybrid"], e["baseline_at_step"], e["hybrid_at_step"])]
     if not rows:
         return ""
     more_steps = {e["seq_len"]: "hybrid" if e["steps_hybrid"] > e["steps_baseline"] else "baseline" for e in rows}
@@ -451,7 +459,7 @@ def steps_or_learning_sentence(rows: list[dict]) -> str:
     ahead = [e for e in rows if e["hybrid_at_step"] < e["baseline_at_step"]]
     robust = [fmt_ctx(e["seq_len"]) for e in ahead if more_steps[e["seq_len"]] == "hybrid"]
     favoured = [fmt_ctx(e["seq_len"]) for e in ahead if more_steps[e["seq_len"]] == "baseline"]
-    behind = [fmt_ctx(e["seq_len"]) for e in rows if e["hybrid_at_step"] >= e["baseline_at_step"]]
+    behind = [fmt_ctx(e["seq_len"]) for e in rows if e not in ahead]
     parts = [first]
     if robust:
         parts.append(f"the hybrid is ahead at the common step at {', '.join(robust)} although its warm-down is "
@@ -501,7 +509,7 @@ def crossover_place(hybrid_ahead: dict[int, bool]) -> str:
 
 def crossover_sentence(comps: list[dict]) -> str:
     """Where the hybrid starts to win, over the default-kernel contexts that have both models."""
-    default = sorted((c for c in comps if c["variant"] == "default"), key=lambda c: c["seq_len"])
+    default = default_by_context(comps)
     if not default:
         return "Crossover: no context has finished default-kernel runs of both models yet."
     wins = [c["seq_len"] for c in default if c["winner"] == "hybrid"]
@@ -518,7 +526,7 @@ def published_crossover_rows(step_rows: list[dict]) -> list[dict]:
     """Our default-kernel comparisons at the published contexts beside the published ones: the ms/step ratio
     (hybrid / baseline), the val_bpb delta (hybrid - baseline) and the winner."""
     rows = []
-    for e in sorted((e for e in step_rows if e["variant"] == "default"), key=lambda e: e["seq_len"]):
+    for e in default_by_context(step_rows):
         ctx = e["seq_len"]
         if ctx not in PUBLISHED_VAL_BPB["baseline"]:
             continue
@@ -526,7 +534,7 @@ def published_crossover_rows(step_rows: list[dict]) -> list[dict]:
         rows.append({"seq_len": ctx, "device": e["device"], "ms_ratio": e["ms_ratio"],
                      "pub_ms_ratio": PUBLISHED_MS_PER_STEP["hybrid"][ctx] / PUBLISHED_MS_PER_STEP["baseline"][ctx],
                      "delta": e["delta"], "pub_delta": pub_delta, "winner": e["winner"],
-                     "pub_winner": "hybrid" if pub_delta < 0 else "baseline" if pub_delta > 0 else "tie"})
+                     "pub_winner": winner(pub_delta)})
     return rows
 
 
@@ -683,7 +691,7 @@ def build_section(runs: list[Run], skipped: list[str], groups: list[Group], curv
     lines += ["### Compared with the published study", ""]
     pub_bpb, pub_ms = PUBLISHED_VAL_BPB, PUBLISHED_MS_PER_STEP
     pub_ctx = sorted(pub_bpb["baseline"])
-    pub_winners = ["hybrid" if pub_bpb["hybrid"][c] < pub_bpb["baseline"][c] else "baseline" for c in pub_ctx]
+    pub_winners = [winner(pub_bpb["hybrid"][c] - pub_bpb["baseline"][c]) for c in pub_ctx]
     lines += ["Published (FineWeb, one H100, 600 s) at " + " / ".join(fmt_ctx(c) for c in pub_ctx) + ": val_bpb baseline "
               + " / ".join(f"{pub_bpb['baseline'][c]:.4f}" for c in pub_ctx) + ", hybrid "
               + " / ".join(f"{pub_bpb['hybrid'][c]:.4f}" for c in pub_ctx) + " (winner "
