@@ -368,6 +368,19 @@ def test_torchrun_two_processes_match_one(tiny_data, tmp_path):
     assert (one["settings"], two["settings"]) == ({"GRAD_ACCUM_STEPS": "2"}, {"NPROC": "2", "GRAD_ACCUM_STEPS": "1"})
 
 
+def test_torchrun_four_and_eight_processes_match_one(tiny_data, tmp_path):
+    """The competition's other process counts (DDP over gloo on CPU, the code path NCCL takes on GPUs):
+    4 ranks x 2 micro-steps and 8 ranks x 1 give the 1-process losses at the same global batch."""
+    result = compare_losses(tiny_data, tmp_path, "train_gpt_gdn.py",
+                            ["one:GRAD_ACCUM_STEPS=8", "four:NPROC=4,GRAD_ACCUM_STEPS=2", "eight:NPROC=8,GRAD_ACCUM_STEPS=1"],
+                            {})
+    one, four, eight = result["arms"]
+    assert [(a["world_size"], a["grad_accum_steps"]) for a in (one, four, eight)] == [(1, 8), (4, 2), (8, 1)]
+    assert one["steps"] == four["steps"] == eight["steps"] == [1, 2, 3, 4, 5]
+    assert one["losses"][0] == four["losses"][0] == eight["losses"][0]
+    assert four["max_abs_diff"] <= 1e-3 and eight["max_abs_diff"] <= 1e-3, result
+
+
 def test_muon_batched_gives_the_same_losses(tiny_data, tmp_path):
     """MUON_BATCHED=1 (one Newton-Schulz chain per shape, foreach ops) through the real trainer: the same
     losses as per-matrix Muon on CPU, where the batched matmuls round exactly like the single ones; and
