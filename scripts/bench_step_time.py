@@ -40,7 +40,8 @@ Model FLOPs utilisation (CUDA only; '-' on CPU):
 
 Usage:
   python3 scripts/bench_step_time.py [--models baseline,hybrid] [--contexts 4096,8192,16384,32768]
-      [--warmup 5] [--steps 10] [--repeats 3] [--env KEY=VALUE ...] [--out-json PATH] [--out-md PATH]
+      [--warmup 5] [--steps 10] [--repeats 3] [--env KEY=VALUE ...] [--arm NAME:KEY=VALUE,... ...]
+      [--out-json PATH] [--out-md PATH]
       [--tiny] [--device auto|cpu|cuda] [--profile-steps N [--profile-trace-dir DIR]]
   python3 scripts/bench_step_time.py --regenerate-compute-md RESULTS.json [RESULTS.json ...] [--out-md PATH]
 
@@ -49,6 +50,13 @@ GDN_LAYERS=0, so one GDN and one attention layer), uses contexts 64,128 unless -
 and batches of 2 micro-steps x 2 sequences, and runs on the CPU unless --device says otherwise: it
 tests the script's code paths in seconds. A configuration that fails (out of memory, say) is
 recorded with its error and the others still run; the exit status is 1 if any failed.
+
+--arm NAME:KEY=VALUE,... (repeatable; `NAME:` alone = the defaults) compares settings in one process:
+for each model and context every arm is built and warmed up, runs one more untimed step (switching
+arms may recompile), and then the timed blocks go round-robin (block 1 of every arm, block 2, ...), so
+a drift of the GPU clock or temperature falls on every arm alike and two processes' ~5% difference
+(measured on the H100) does not enter the comparison. Each arm is compared with the first one block by
+block: the ratio of block i to the first arm's block i, median (min-max). --env applies to every arm.
 
 --profile-steps N runs N more steps of each configuration under torch.profiler after the timed blocks
 and sums the self time of every CUDA kernel (on the CPU: of every operator) by category (inductor's
@@ -78,6 +86,7 @@ import subprocess
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +96,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from published_study import (PUBLISHED_GRAD_ACCUM, PUBLISHED_MS_PER_STEP, markdown_table,  # noqa: E402
                              published_batch_tokens)
 from published_study import crossover as published_crossover  # noqa: E402
+from compare_losses import parse_arm  # noqa: E402  (one NAME:KEY=VALUE,... syntax for both scripts)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
@@ -252,9 +262,35 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_config(model_name: str, context: int, env: dict[str, str], device: torch.device, warmup: int, steps: int,
-               repeats: int, record: dict, log, profile_n: int = 0, trace_dir: str | None = None) -> None:
-    """Build, warm up and time one configuration, filling `record` as it goes (so a failure keeps what was known)."""
+@dataclass
+class Prepared:
+    """One arm of one configuration, built and warmed up: what its timed blocks need."""
+    trainer: object
+    h: object
+    model: torch.nn.Module
+    base_model: torch.nn.Module
+    optimizers: list
+    step: object  # () -> loss of one optimizer step
+    record: dict
+    peak_bytes: int = 0
+
+
+def apply_sdpa_settings(prepared: Prepared, device: torch.device) -> None:
+    """Restore this arm's process-wide attention settings (the trainer keeps them in torch.backends and a
+    module global): arms of one run may choose different backends or head layouts."""
+    prepared.trainer.SDPA_EXPAND_KV = prepared.record["expand_kv"]
+    if device.type == "cuda":
+        backend = prepared.record["sdpa_backend"]
+        for name, enable in (("cudnn", torch.backends.cuda.enable_cudnn_sdp),
+                             ("flash", torch.backends.cuda.enable_flash_sdp),
+                             ("efficient", torch.backends.cuda.enable_mem_efficient_sdp),
+                             ("math", torch.backends.cuda.enable_math_sdp)):
+            enable(name == backend)
+
+
+def prepare_config(model_name: str, env: dict[str, str], device: torch.device, warmup: int, record: dict,
+                   log) -> Prepared:
+    """Build and warm up one configuration, filling `record` as it goes (so a failure keeps what was known)."""
     trainer = importlib.import_module(MODELS[model_name])
     h = trainer.Hyperparameters(env)
     h.resolve(world_size=1)
@@ -311,33 +347,100 @@ def run_config(model_name: str, context: int, env: dict[str, str], device: torch
         step()
     sync(device)
     record["warmup_s"] = round(time.perf_counter() - t_warm, 3)
+    record["block_s"], record["block_ms_per_step"] = [], []
     log(f"  warm-up: {warmup} steps in {record['warmup_s']:.1f} s (compile/autotune, untimed)")
+    return Prepared(trainer, h, model, base_model, optimizers, step, record)
 
-    if use_cuda:
+
+def time_block(prepared: Prepared, steps: int, device: torch.device) -> float:
+    """One timed block of `steps` optimizer steps; appends to the record and returns its ms/step."""
+    apply_sdpa_settings(prepared, device)
+    if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    block_s = []
-    loss = None
-    for _ in range(repeats):
-        sync(device)
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            loss = step()
-        sync(device)
-        block_s.append(time.perf_counter() - t0)
-        log(f"  block {len(block_s)}/{repeats}: {1000.0 * block_s[-1] / steps:.1f} ms/step")
-    record["block_s"] = block_s
-    record["block_ms_per_step"] = [1000.0 * s / steps for s in block_s]
-    if use_cuda:
-        record["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        loss = prepared.step()
+    sync(device)
+    seconds = time.perf_counter() - t0
+    record = prepared.record
+    record["block_s"].append(seconds)
+    record["block_ms_per_step"].append(1000.0 * seconds / steps)
+    record["final_loss"] = float(loss.item())
+    if device.type == "cuda":
+        prepared.peak_bytes = max(prepared.peak_bytes, torch.cuda.max_memory_allocated(device))
+        record["peak_mem_gib"] = prepared.peak_bytes / 2**30
         record["peak_reserved_gib"] = torch.cuda.max_memory_reserved(device) / 2**30
-    record["final_loss"] = float(loss.item()) if loss is not None else None
-    if use_cuda:
+    return record["block_ms_per_step"][-1]
+
+
+def finish_config(prepared: Prepared, device: torch.device, log, profile_n: int = 0,
+                  trace_path: Path | None = None) -> None:
+    """After the timed blocks: the clock reading and, with profile_n, the profiled steps."""
+    record = prepared.record
+    if device.type == "cuda":
         record["gpu_clocks_after_timing"] = gpu_clocks()
     if profile_n > 0:
-        trace = None if trace_dir is None else Path(trace_dir) / f"trace_{model_name}_{context}.json.gz"
-        record["profile"] = profile_steps(step, profile_n, device, trace)
+        apply_sdpa_settings(prepared, device)
+        record["profile"] = profile_steps(prepared.step, profile_n, device, trace_path)
         log(profile_text(record))
-    del model, base_model, optimizers
+
+
+def run_arms(model_name: str, context: int, arms: list[tuple[str, dict[str, str]]], shared: dict[str, str],
+             device: torch.device, args: argparse.Namespace, log) -> list[dict]:
+    """Every arm of one (model, context), in one process: build and warm up each, one untimed step each
+    again (switching arms may recompile), then the timed blocks round-robin (block 1 of every arm, then
+    block 2, ...) so that clock and thermal drift fall on all arms alike. Returns one record per arm."""
+    records, live = [], {}
+    for arm_name, arm_env in arms:
+        env = config_env(model_name, context, args.tiny, {**shared, **arm_env})
+        record = {"model": model_name, "trainer": MODELS[model_name] + ".py", "context": context,
+                  "arm": arm_name, "arm_env": dict(arm_env), "device_type": device.type, "env": env,
+                  "status": "running"}
+        records.append(record)
+        if len(arms) > 1:
+            log(f"  arm {arm_name}: {' '.join(f'{k}={v}' for k, v in arm_env.items()) or '(unchanged)'}")
+        try:
+            live[arm_name] = prepare_config(model_name, env, device, args.warmup, record, log)
+        except Exception as exc:  # noqa: BLE001 - one failing arm must not stop the others
+            fail(record, exc, log)
+    if len(live) > 1:
+        for name, prepared in list(live.items()):
+            try:
+                apply_sdpa_settings(prepared, device)
+                prepared.step()
+                sync(device)
+            except Exception as exc:  # noqa: BLE001
+                fail(prepared.record, exc, log)
+                del live[name]
+    for block in range(1, args.repeats + 1):
+        for name, prepared in list(live.items()):
+            try:
+                ms = time_block(prepared, args.steps, device)
+                label = f" [{name}]" if len(arms) > 1 else ""
+                log(f"  block {block}/{args.repeats}{label}: {ms:.1f} ms/step")
+            except Exception as exc:  # noqa: BLE001
+                fail(prepared.record, exc, log)
+                del live[name]
+    for name, prepared in live.items():
+        try:
+            trace = None
+            if args.profile_steps > 0 and args.profile_trace_dir is not None:
+                suffix = f"_{name}" if len(arms) > 1 else ""
+                trace = Path(args.profile_trace_dir) / f"trace_{model_name}_{context}{suffix}.json.gz"
+            finish_config(prepared, device, log, args.profile_steps, trace)
+            prepared.record["status"] = "ok"
+        except Exception as exc:  # noqa: BLE001
+            fail(prepared.record, exc, log)
+    live.clear()
+    return records
+
+
+def fail(record: dict, exc: BaseException, log) -> None:
+    record["status"] = "failed"
+    record["error"] = f"{type(exc).__name__}: {exc}".strip()
+    record["traceback"] = traceback.format_exc()[-4000:]
+    log(f"  FAILED{' [' + record['arm'] + ']' if record.get('arm') else ''}: {record['error'].splitlines()[0][:300]}")
 
 
 def summarise(record: dict, tiny: bool) -> None:
@@ -353,6 +456,42 @@ def summarise(record: dict, tiny: bool) -> None:
     published = None if tiny else PUBLISHED_MS.get(record["model"], {}).get(record["context"])
     record["published_ms_per_step"] = published
     record["ratio_vs_published"] = median / published if published else None
+
+
+def compare_arms(records: list[dict]) -> None:
+    """Each arm against the first arm of the same (model, context): the ratio of ms/step block by block
+    (block i of an arm against block i of the reference, timed one after the other), median and range."""
+    reference = records[0]
+    if reference.get("status") != "ok":
+        return
+    for record in records[1:]:
+        if record.get("status") != "ok":
+            continue
+        ratios = [ms / ref for ms, ref in zip(record["block_ms_per_step"], reference["block_ms_per_step"])]
+        record.update(reference_arm=reference["arm"], ratio_vs_reference=statistics.median(ratios),
+                      ratio_vs_reference_min=min(ratios), ratio_vs_reference_max=max(ratios))
+
+
+ARMS_HEADER = ["model", "context", "arm", "settings", "ms/step median", "min-max", "vs first arm (paired blocks)",
+               "peak mem GiB"]
+
+
+def arms_rows(results: list[dict]) -> list[list[str]]:
+    rows = []
+    for r in results:
+        settings = " ".join(f"{k}={v}" for k, v in (r.get("arm_env") or {}).items()) or "(unchanged)"
+        base = [r["model"], str(r["context"]), r.get("arm", "default"), settings]
+        if r.get("status") != "ok":
+            rows.append(base + ["FAILED", "-", "-", "-"])
+            continue
+        if "ratio_vs_reference" in r:
+            versus = (f"{r['ratio_vs_reference']:.3f} ({r['ratio_vs_reference_min']:.3f}-"
+                      f"{r['ratio_vs_reference_max']:.3f})")
+        else:
+            versus = "reference"
+        rows.append(base + [f"{r['ms_per_step_median']:.1f}", f"{r['ms_per_step_min']:.1f}-{r['ms_per_step_max']:.1f}",
+                            versus, fmt(r.get("peak_mem_gib"), ".2f")])
+    return rows
 
 
 def free_memory(device: torch.device) -> None:
@@ -463,7 +602,8 @@ def gpu_clocks() -> dict | None:
 def profile_text(record: dict) -> str:
     prof = record["profile"]
     unit = "kernel" if record["device_type"] == "cuda" else "operator"
-    head = (f"{record['model']} @ {record['context']}: {prof['steps']} profiled steps, wall "
+    arm = f" [{record['arm']}]" if record.get("arm_env") else ""  # an arm with settings of its own
+    head = (f"{record['model']} @ {record['context']}{arm}: {prof['steps']} profiled steps, wall "
             f"{prof['wall_ms_per_step']:.1f} ms/step (profiler on), {unit} time {prof['busy_ms_per_step']:.1f} ms/step")
     cats = text_table(["category", "ms/step", "share"],
                       [[c["category"], f"{c['ms_per_step']:.1f}", f"{100 * c['share_of_busy']:.1f}%"]
@@ -483,8 +623,9 @@ def fmt(value, spec: str, none: str = "-") -> str:
     return none if value is None else format(value, spec)
 
 
-def table_row(r: dict, error_chars: int = 120) -> list[str]:
-    base = [r["model"], str(r["context"]), fmt(r.get("batch_tokens"), ","), fmt(r.get("grad_accum_steps"), "d")]
+def table_row(r: dict, error_chars: int = 120, show_arm: bool = False) -> list[str]:
+    model = f"{r['model']} [{r.get('arm', 'default')}]" if show_arm else r["model"]
+    base = [model, str(r["context"]), fmt(r.get("batch_tokens"), ","), fmt(r.get("grad_accum_steps"), "d")]
     if r.get("status") != "ok":
         error = (r.get("error") or "failed").splitlines()[0]
         return base + [f"FAILED: {error[:error_chars]}"] + ["-"] * 4 + [fmt(r.get("published_ms_per_step"), ".0f"), "-"]
@@ -514,13 +655,15 @@ def md_table(header: list[str], rows: list[list[str]]) -> str:
 
 def bench_markdown(doc: dict) -> str:
     env, settings = doc["environment"], doc["settings"]
-    rows = [table_row(r) for r in doc["results"]]
+    arms = settings.get("arms") or {}
+    rows = [table_row(r, show_arm=len(arms) > 1) for r in doc["results"]]
     overrides = " ".join(f"{k}={v}" for k, v in sorted(settings["env_overrides"].items())) or "none"
     details = []
     for r in doc["results"]:
         if r.get("sdpa_backend") is None:
             continue
-        details.append(f"- {r['model']} @ {r['context']}: sdpa {r['sdpa_backend']} (expand_kv {r.get('expand_kv')}), "
+        arm = f" [{r.get('arm', 'default')}]" if len(arms) > 1 else ""
+        details.append(f"- {r['model']} @ {r['context']}{arm}: sdpa {r['sdpa_backend']} (expand_kv {r.get('expand_kv')}), "
                        f"compile {r.get('compile')}, params {fmt(r.get('n_params'), ',')}, attention layers "
                        f"{r.get('attn_layers')}; " + "; ".join(r.get("mixer_lines") or []))
     out = [
@@ -536,6 +679,9 @@ def bench_markdown(doc: dict) -> str:
         "",
         md_table(TABLE_HEADER, rows),
         "",
+        *([f"Arms, each against the first ({next(iter(arms))}): the ms/step ratio of block i to the first arm's "
+           "block i (timed one after the other in this process), median (min-max) over the blocks.", "",
+           md_table(ARMS_HEADER, arms_rows(doc["results"])), ""] if len(arms) > 1 else []),
         f"Published ms/step: one H100 SXM, {PUBLISHED_GRAD_ACCUM} micro-steps. {FLOP_FORMULA_MD}",
         "",
         *details,
@@ -543,7 +689,8 @@ def bench_markdown(doc: dict) -> str:
     ]
     for r in doc["results"]:
         if r.get("profile"):
-            out += [f"## Where the time goes: {r['model']} @ {r['context']}", "", "```", profile_text(r), "```", ""]
+            arm = f" [{r.get('arm', 'default')}]" if len(arms) > 1 else ""
+            out += [f"## Where the time goes: {r['model']} @ {r['context']}{arm}", "", "```", profile_text(r), "```", ""]
     return "\n".join(out)
 
 
@@ -561,6 +708,11 @@ def write_json(path: Path, doc: dict) -> None:
 
 def run_benchmark(args: argparse.Namespace) -> int:
     overrides = parse_env_overrides(args.env)
+    arms = args.arm or [("default", {})]
+    for name, arm_env in arms:
+        parse_env_overrides([f"{k}={v}" for k, v in arm_env.items()])  # the same key rule as --env
+    if len({name for name, _ in arms}) != len(arms):
+        raise SystemExit("error: --arm names must differ")
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in MODELS]
     if unknown or not models:
@@ -587,7 +739,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
         "environment": environment_info(device),
         "settings": {"models": models, "contexts": contexts, "warmup": args.warmup, "steps": args.steps,
                      "repeats": args.repeats, "profile_steps": args.profile_steps,
-                     "env_overrides": overrides, "tiny": args.tiny,
+                     "env_overrides": overrides, "arms": {name: env for name, env in arms}, "tiny": args.tiny,
                      "token_seed": TOKEN_SEED, "peak_flops": PEAK_FLOPS, "timer": "perf_counter+synchronize"},
         "flop_formula": FLOP_FORMULA_MD,
         "results": [],
@@ -600,33 +752,28 @@ def run_benchmark(args: argparse.Namespace) -> int:
 
     configs = [(m, c) for m in models for c in contexts]
     for i, (model_name, context) in enumerate(configs, 1):
-        env = config_env(model_name, context, args.tiny, overrides)
-        record = {"model": model_name, "trainer": MODELS[model_name] + ".py", "context": context,
-                  "device_type": device.type, "env": env, "status": "running"}
         log(f"[{i}/{len(configs)}] {model_name} context {context}")
-        try:
-            run_config(model_name, context, env, device, args.warmup, args.steps, args.repeats, record, log,
-                       profile_n=args.profile_steps, trace_dir=args.profile_trace_dir)
-            record["status"] = "ok"
-        except Exception as exc:  # noqa: BLE001 - one failing configuration must not stop the others
-            record["status"] = "failed"
-            record["error"] = f"{type(exc).__name__}: {exc}".strip()
-            record["traceback"] = traceback.format_exc()[-4000:]
-            log(f"  FAILED: {record['error'].splitlines()[0][:300]}")
-        # The exception (and its frames holding the model) is gone here; now memory can really be freed.
+        records = run_arms(model_name, context, arms, overrides, device, args, log)
+        # The failures' exceptions (and their frames holding models) are gone here; now memory can be freed.
         free_memory(device)
-        summarise(record, args.tiny)
-        doc["results"].append(record)
+        for record in records:
+            summarise(record, args.tiny)
+        compare_arms(records)
+        doc["results"].extend(records)
         if args.out_json:
             write_json(Path(args.out_json), doc)
 
     log("")
-    log(text_table(TABLE_HEADER, [table_row(r, error_chars=60) for r in doc["results"]]))
+    log(text_table(TABLE_HEADER, [table_row(r, error_chars=60, show_arm=len(arms) > 1) for r in doc["results"]]))
     log("")
+    if len(arms) > 1:
+        log(text_table(ARMS_HEADER, arms_rows(doc["results"])))
+        log("")
     log(f"published: one H100 SXM, {PUBLISHED_GRAD_ACCUM} micro-steps. MFU peak {PEAK_FLOPS / 1e12:.0f} TFLOP/s.")
     for r in doc["results"]:
         if r.get("sdpa_backend") is not None:
-            log(f"{r['model']} @ {r['context']}: sdpa {r['sdpa_backend']} expand_kv {r.get('expand_kv')} "
+            arm = f" [{r['arm']}]" if len(arms) > 1 else ""
+            log(f"{r['model']} @ {r['context']}{arm}: sdpa {r['sdpa_backend']} expand_kv {r.get('expand_kv')} "
                 f"compile {r.get('compile')} | " + " | ".join(r.get("mixer_lines") or []))
     if args.out_json:
         write_json(Path(args.out_json), doc)
@@ -638,8 +785,8 @@ def run_benchmark(args: argparse.Namespace) -> int:
         log(f"wrote {args.out_md}")
     failed = [r for r in doc["results"] if r["status"] != "ok"]
     if failed:
-        log(f"{len(failed)} of {len(configs)} configurations failed: "
-            + ", ".join(f"{r['model']}@{r['context']}" for r in failed))
+        log(f"{len(failed)} of {len(doc['results'])} configurations failed: "
+            + ", ".join(f"{r['model']}@{r['context']}[{r['arm']}]" for r in failed))
         return 1
     return 0
 
@@ -684,8 +831,24 @@ def load_results(paths: list[Path]) -> list[dict]:
         if doc.get("schema") != SCHEMA:
             raise SystemExit(f"error: {path} is not a {SCHEMA} file (schema {doc.get('schema')!r})")
         doc["_path"] = shown
-        docs.append(doc)
+        docs.extend(split_by_arm(doc))
     return docs
+
+
+def split_by_arm(doc: dict) -> list[dict]:
+    """A file with --arm runs holds several setups: one document per arm, its settings as --env plus the
+    arm's own, so that only runs of the same settings pool (files from before --arm have no arms)."""
+    arms = (doc.get("settings") or {}).get("arms")
+    if not arms:
+        return [doc]
+    parts = []
+    for name, arm_env in arms.items():
+        part = dict(doc, results=[r for r in doc.get("results", []) if r.get("arm", "default") == name])
+        settings = dict(doc.get("settings") or {})
+        settings["env_overrides"] = {**(settings.get("env_overrides") or {}), **arm_env}
+        part["settings"] = settings
+        parts.append(part)
+    return parts
 
 
 def setup_key(doc: dict) -> tuple:
@@ -718,7 +881,8 @@ def ms_cell(stats: dict | None, failed: bool = False) -> str:
 
 
 def compute_markdown(docs: list[dict], out_display: str) -> str:
-    sources = [d["_path"] for d in docs]
+    sources = list(dict.fromkeys(d["_path"] for d in docs))  # a file split by arm is listed once
+    commands = list(dict.fromkeys(d.get("command", "(command not recorded)") for d in docs))
     published_first, published_last_slower, published_flips = crossover(
         {c: (PUBLISHED_MS["baseline"][c], PUBLISHED_MS["hybrid"][c])
          for c in PUBLISHED_MS["baseline"] if c in PUBLISHED_MS["hybrid"]})
@@ -740,7 +904,7 @@ def compute_markdown(docs: list[dict], out_display: str) -> str:
         "`logs_experiment/bench/`). The commands that made the files used here:",
         "",
         "```bash",
-        *[d.get("command", "(command not recorded)") for d in docs],
+        *commands,
         "```",
         "",
         "2. Rebuild this file from those JSON files alone (deterministic: same files, same bytes):",
@@ -863,6 +1027,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3, help="timed blocks")
     p.add_argument("--env", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="trainer settings on top of the defaults, e.g. SDPA_BACKEND=flash COMPILE=0")
+    p.add_argument("--arm", type=parse_arm, action="append", metavar="NAME:KEY=VALUE[,KEY=VALUE...]",
+                   help="one arm per flag (NAME: alone = the defaults), on top of --env; every arm of a configuration "
+                        "runs in this one process, its timed blocks round-robin with the other arms', and each arm "
+                        "is compared with the first one block by block")
     p.add_argument("--profile-steps", type=int, default=0,
                    help="after timing, this many more steps under torch.profiler: kernel time by category and "
                         "the top kernels (CPU: operators), printed and in the JSON")

@@ -201,3 +201,52 @@ def test_crossover_and_flops_helpers():
     # 6 N B + 6 T^2 d L (B/T): N=10, B=100, T=10, d=4, L=2 -> 6000 + 6*100*4*2*10.
     assert bench.model_flops_per_step(10, 100, 10, 4, 2) == pytest.approx(6000 + 48000)
     assert bench.published_batch_tokens(16384) == 393_216 and bench.published_batch_tokens(32768) == 524_288
+
+
+def test_arms_run_in_one_process_round_robin_and_compare_block_by_block(tmp_path):
+    """--arm: every arm of a configuration in this one process, blocks interleaved, each against the first.
+    MUON_BATCHED gives the same maths (bitwise on CPU), so the arms' losses agree; the order of the log's
+    block lines shows the round robin."""
+    out_json, out_md = tmp_path / "arms.json", tmp_path / "arms.md"
+    proc = run_script("--tiny", "--models", "hybrid", "--contexts", "32", "--warmup", "1", "--steps", "1",
+                      "--repeats", "3", "--arm", "default:", "--arm", "batched:MUON_BATCHED=1",
+                      "--arm", "broken:GDN_LAYERS=5", "--out-json", str(out_json), "--out-md", str(out_md))
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]  # the broken arm fails, alone
+    blocks = [line.strip() for line in proc.stdout.splitlines() if line.strip().startswith("block ")]
+    assert [b.split(":")[0] for b in blocks] == [f"block {i}/3 [{arm}]" for i in (1, 2, 3)
+                                                 for arm in ("default", "batched")]
+    doc = json.loads(out_json.read_text())
+    assert doc["settings"]["arms"] == {"default": {}, "batched": {"MUON_BATCHED": "1"}, "broken": {"GDN_LAYERS": "5"}}
+    default, batched, broken = doc["results"]
+    assert (default["arm"], batched["arm"], broken["arm"]) == ("default", "batched", "broken")
+    assert batched["env"]["MUON_BATCHED"] == "1" and "MUON_BATCHED" not in default["env"]
+    assert broken["status"] == "failed" and "GDN_LAYERS" in broken["error"]
+    assert default["status"] == batched["status"] == "ok"
+    assert batched["final_loss"] == pytest.approx(default["final_loss"], abs=1e-5)
+    ratios = [b / d for b, d in zip(batched["block_ms_per_step"], default["block_ms_per_step"])]
+    assert batched["reference_arm"] == "default" and "ratio_vs_reference" not in default
+    assert batched["ratio_vs_reference"] == pytest.approx(sorted(ratios)[1])
+    assert (batched["ratio_vs_reference_min"], batched["ratio_vs_reference_max"]) == (min(ratios), max(ratios))
+    md = out_md.read_text()
+    assert "| hybrid [batched] | 32 |" in md and "| hybrid | 32 | batched | MUON_BATCHED=1 |" in md
+    assert f"| {batched['ratio_vs_reference']:.3f} ({min(ratios):.3f}-{max(ratios):.3f}) |" in md
+
+
+def test_compute_md_keeps_the_arms_of_one_file_apart(tmp_path):
+    """A file with two arms is two setups: the fast arm's blocks never pool with the default's."""
+    doc = fake_results("NVIDIA H100 80GB HBM3", {"baseline": {32768: [1540, 1542]}, "hybrid": {32768: [890, 892]}})
+    fast = fake_results("NVIDIA H100 80GB HBM3", {"baseline": {32768: [1500, 1502]}, "hybrid": {32768: [800, 802]}})
+    for r in doc["results"]:
+        r["arm"] = "default"
+    for r in fast["results"]:
+        r["arm"] = "fast"
+    doc["results"] += fast["results"]
+    doc["settings"]["arms"] = {"default": {}, "fast": {"MUON_BATCHED": "1"}}
+    path = tmp_path / "arms.json"
+    path.write_text(json.dumps(doc))
+    text = regenerate(tmp_path, [path], "compute_experiment.md")
+    default_part = text.split("settings: trainer defaults (auto micro-steps)")[1].split("## ")[0]
+    fast_part = text.split("settings: MUON_BATCHED=1")[1].split("## ")[0]
+    assert "| 32768 | 524,288 | 1541.0 (1540.0-1542.0) | 2202 | 891.0 (890.0-892.0) | 1361 |" in default_part
+    assert "| 32768 | 524,288 | 1501.0 (1500.0-1502.0) | 2202 | 801.0 (800.0-802.0) | 1361 |" in fast_part
+    assert text.count("python3 scripts/bench_step_time.py --out-json x.json") == 1  # the file's command once

@@ -284,16 +284,20 @@ def test_device_gpu_checks_runs_every_step_with_settings_the_trainers_read(tmp_p
         if argv[0].endswith("compare_losses.py"):
             trainer = sources[argv[argv.index("--trainer") + 1]]
             settings = [value for flag, value in zip(argv, argv[1:]) if flag == "--env"]
-            for flag, value in zip(argv, argv[1:]):
-                if flag == "--arm":
-                    settings += [kv for kv in value.partition(":")[2].split(",") if kv]
-        elif argv[0].endswith("bench_step_time.py") and "--env" in argv:
+        elif argv[0].endswith("bench_step_time.py"):
             trainer = sources["train_gpt_gdn.py"]  # the baseline ignores GDN settings; the hybrid reads them all
-            settings = list(itertools.takewhile(lambda a: not a.startswith("--"), argv[argv.index("--env") + 1:]))
+            settings = (list(itertools.takewhile(lambda a: not a.startswith("--"), argv[argv.index("--env") + 1:]))
+                        if "--env" in argv else [])
         else:
             continue
+        for flag, value in zip(argv, argv[1:]):
+            if flag == "--arm":
+                settings += [kv for kv in value.partition(":")[2].split(",") if kv]
         for key in (kv.partition("=")[0] for kv in settings):
             if key != "NPROC":  # compare_losses' own: torchrun's process count
                 assert f'"{key}"' in trainer, f"{key} is not read by the trainer: {argv}"
                 checked.add(key)
-    assert {"MUON_COMPILE", "MUON_BATCHED", "GDN_SHIFT_CONV", "GDN_HEADS", "GRAD_ACCUM_STEPS"} <= checked
+    assert {"MUON_COMPILE", "MUON_BATCHED", "GDN_SHIFT_CONV", "GDN_HEADS", "GRAD_ACCUM_STEPS", "FUSED_PROJECTIONS",
+            "NUM_KV_HEADS"} <= checked
+    benches = [argv for argv in calls if argv[0].endswith("bench_step_time.py") and "--arm" in argv]
+    assert len(benches) == 2 and all(argv.count("--arm") >= 2 for argv in benches)  # both arms in one process

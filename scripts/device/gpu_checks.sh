@@ -10,13 +10,13 @@
 #                   GDN_SHIFT_CONV=1 (alone and with GDN_CUSTOM_OP=1: fullgraph without a conv kernel) and
 #                   these with FUSED_PROJECTIONS=1 (FUSED_PROJECTIONS, GDN_FLA_FUSED and GDN_CUSTOM_OP alone
 #                   were measured on 2026-11-23); 6 arms, ~12 min
-#   bench_fast      bench_step_time.py: both models at 8k/16k/32k, 3 blocks, default and then
-#                   FUSED_PROJECTIONS=1 MUON_BATCHED=1 MUON_COMPILE=1 GDN_SHIFT_CONV=1 (the closing table of
-#                   the speed issue; the baseline ignores the GDN flag)
+#   bench_fast      bench_step_time.py: hybrid then baseline at 32k/16k/8k, two arms in one process, blocks
+#                   round-robin: default and FUSED_PROJECTIONS=1 MUON_BATCHED=1 (the exact flags that measured
+#                   as gains in `variants`, 2026-11-23; the closing table of the speed issue)
 #   custom_op_tests pytest tests/test_gdn.py -k custom_op (the GDN_CUSTOM_OP ops against fla's wrapper, opcheck)
-#   bench_variants  bench_step_time.py: hybrid at 16k/32k, three shape variants (power-of-two head dims in
-#                   both mixers at the published count, attention head dim 64, 4 GDN heads of 64/128), each
-#                   against the default bench of the same session
+#   bench_variants  bench_step_time.py: hybrid at 32k/16k, the default and three shape variants as arms of
+#                   one process (power-of-two head dims in both mixers at the published count, attention head
+#                   dim 64, 4 GDN heads of 64/128), each against the default block by block
 #   two_gpus        on a 2-GPU machine: pytest tests/test_trainers.py -k two_gpus (tiny data, no compile), then
 #                   compare_losses.py at 8k for each trainer: 1 process x 2 micro-steps against torchrun 2 ranks x 1
 #   profile         bench_step_time.py: both models at 32k, 2 timed blocks, then 2 steps under torch.profiler
@@ -37,12 +37,13 @@ mkdir -p "$out"
 data=(--data-path "$T/data/datasets/corpus_sp1024" --tokenizer-path "$T/data/tokenizers/corpus_sp1024.model"
       --log-dir "$out/logs" --steps 20 --env TRAIN_SEQ_LEN=8192 --env TRAIN_BATCH_TOKENS=393216
       --env GRAD_ACCUM_STEPS=2)
-# bench NAME TIMEOUT ARGS...: one bench_step_time.py run (3 warm-up steps, 3 blocks of 5) into $out/bench_NAME.*
+# bench NAME TIMEOUT ARGS...: one bench_step_time.py run (3 warm-up steps, 3 blocks of 5 per arm) into
+# $out/bench_NAME.{json,md,out}
 bench() {
     local name=$1 limit=$2
     shift 2
     timeout "$limit" python3 scripts/bench_step_time.py --warmup 3 --steps 5 --repeats 3 "$@" \
-        --out-json "$out/bench_$name.json" > "$out/bench_$name.out" 2>&1
+        --out-json "$out/bench_$name.json" --out-md "$out/bench_$name.md" > "$out/bench_$name.out" 2>&1
 }
 for step in "$@"; do
     echo "$(date +%T) start $step"
@@ -60,18 +61,15 @@ for step in "$@"; do
         custom_op_tests) timeout 600 python3 -m pytest tests/test_gdn.py -k custom_op -q -rs > "$out/custom_op_tests.out" 2>&1 ;;
         profile) timeout 900 python3 scripts/bench_step_time.py --contexts 32768 --warmup 3 --steps 5 --repeats 2 \
             --profile-steps 2 --profile-trace-dir "$out/traces" --out-json "$out/profile_32k.json" --out-md "$out/profile_32k.md" > "$out/profile_32k.out" 2>&1 ;;
-        bench_fast)
-            bench default 1800 --contexts 8192,16384,32768
-            bench fast 1800 --contexts 8192,16384,32768 --env FUSED_PROJECTIONS=1 MUON_BATCHED=1 MUON_COMPILE=1 \
-                GDN_SHIFT_CONV=1 ;;
+        bench_fast) bench fast 2400 --models hybrid,baseline --contexts 32768,16384,8192 \
+            --arm default: --arm fast:FUSED_PROJECTIONS=1,MUON_BATCHED=1 ;;
         bench_variants)
             # Shape variants from existing knobs (parameters: default 17,424,332): 4 GDN heads of 64/128 (15,383,496);
             # attention head dim 64 by 7 query heads and 1 KV head, GDN 7 x 48/96 (17,131,408); head dim 64 in both
             # mixers at the published count, 7/7 attention heads and 5 GDN heads of 64/128 (17,403,988).
-            hybrid_at=(--models hybrid --contexts 16384,32768)
-            bench pow2 900 "${hybrid_at[@]}" --env NUM_HEADS=7 NUM_KV_HEADS=7 GDN_HEADS=5 GDN_KEY_DIM=64
-            bench attn64 900 "${hybrid_at[@]}" --env NUM_HEADS=7 NUM_KV_HEADS=1
-            bench heads4 900 "${hybrid_at[@]}" --env GDN_HEADS=4 GDN_KEY_DIM=64 ;;
+            bench variants 1800 --models hybrid --contexts 32768,16384 --arm default: \
+                --arm pow2:NUM_HEADS=7,NUM_KV_HEADS=7,GDN_HEADS=5,GDN_KEY_DIM=64 \
+                --arm attn64:NUM_HEADS=7,NUM_KV_HEADS=1 --arm heads4:GDN_HEADS=4,GDN_KEY_DIM=64 ;;
         two_gpus)
             timeout 600 python3 -m pytest tests/test_trainers.py -k two_gpus -q -rs > "$out/two_gpus_tests.out" 2>&1
             for trainer in train_gpt_gdn train_gpt; do
