@@ -391,8 +391,62 @@ def comparisons(groups: list[Group]) -> list[dict]:
         base_by_seed = {r.seed: r.final_val_bpb for r in base.runs}
         paired = {r.seed: round(r.final_val_bpb - base_by_seed[r.seed], 8) for r in hyb.runs if r.seed in base_by_seed}
         rows.append({"seq_len": seq_len, "variant": variant, "device": device, "baseline": b, "hybrid": h,
-                     "delta": delta, "winner": winner(delta), "delta_by_seed": dict(sorted(paired.items()))})
+                     "delta": delta, "winner": winner(delta), "delta_by_seed": dict(sorted(paired.items())),
+                     "baseline_by_seed": base_by_seed, "hybrid_by_seed": {r.seed: r.final_val_bpb for r in hyb.runs}})
     return rows
+
+
+def and_list(items) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    items = [str(i) for i in items]
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def seed_noise_sentence(comps: list[dict]) -> str:
+    """The seed spread of each model (max - min of the final val_bpb over its seeds) against the delta, per
+    default-kernel context of comparisons with 2 or more seeds of either model: whether |delta| is larger than
+    the spreads added up (then no draw of those seeds could flip the winner), and, where both models ran 2 or
+    more of the same seeds, whether each seed's own delta has the mean delta's sign. The contexts with one seed
+    of each model are named, since no spread is measured there."""
+    rows = default_by_context(comps)
+    out, single = [], []
+    for c in rows:
+        by_seed = {m: c[f"{m}_by_seed"] for m in MODELS}
+        if all(len(v) < 2 for v in by_seed.values()):
+            single.append(fmt_ctx(c["seq_len"]))
+            continue
+        spreads = {m: round(max(v.values()) - min(v.values()), 8) for m, v in by_seed.items() if len(v) >= 2}
+        seed_sets = {m: sorted(v) for m, v in by_seed.items()}
+        if len({tuple(v) for v in seed_sets.values()}) == 1:
+            seeds = f"seeds {and_list(seed_sets[MODELS[0]])} of both models"
+        else:
+            seeds = ", ".join(f"{m} seed{'s' if len(v) > 1 else ''} {and_list(v)}" for m, v in seed_sets.items())
+        measured = and_list(f"{spreads[m]:.4f} for the {m}" for m in MODELS if m in spreads)
+        unmeasured = [m for m in MODELS if m not in spreads]
+        if unmeasured:
+            measured += f" (none for the {unmeasured[0]}, which has one seed)"
+        total = round(sum(spreads.values()), 8)
+        bound = "the sum of both spreads" if len(spreads) > 1 else f"the {next(iter(spreads))}'s spread"
+        definition = " (max - min of the final val_bpb over seeds)" if not out else ""
+        if abs(c["delta"]) > total:
+            verdict = f"|delta| is larger than {bound} ({total:.4f}), so the seeds do not change the winner"
+        else:
+            verdict = (f"|delta| is not larger than {bound} ({total:.4f}), so the winner at this context is within "
+                       f"seed noise")
+        text = (f"At {fmt_ctx(c['seq_len'])} ({seeds}) the seed spread{definition} is {measured}, against a delta "
+                f"of {c['delta']:+.4f}: {verdict}")
+        paired = c["delta_by_seed"]
+        if len(paired) >= 2:
+            listing = ", ".join(f"{seed}: {d:+.4f}" for seed, d in paired.items())
+            if all(winner(d) == c["winner"] for d in paired.values()):
+                text += f"; every per-seed delta ({listing}) has the sign of the mean delta"
+            else:
+                text += (f"; the per-seed deltas ({listing}) do not all have the sign of the mean delta, so the seeds "
+                         f"disagree on the winner")
+        out.append(text + ".")
+    if single:
+        out.append(f"At {and_list(single)} each model has one seed only, so no seed spread is measured there.")
+    return " ".join(out)
 
 
 def equal_step_rows(groups: list[Group], comps: list[dict]) -> list[dict]:
@@ -475,7 +529,9 @@ def steps_or_learning_sentence(rows: list[dict]) -> str:
 def artifact_sentence(runs: list[Run]) -> str:
     """How the artifact's size moves with the steps a run took, per model (default kernels, finished runs with a
     logged limit), and the least headroom under the byte limit: a faster trainer takes more steps, and trained
-    weights compress less."""
+    weights compress less. Each context is named once: its one run's bytes and steps, or the range of them over
+    its seeds; contexts are in order of steps. The bytes grow with the steps when every run with more steps than
+    another (of the same model) has more bytes."""
     sized = sorted((r for r in runs if r.counted and r.variant == "default" and r.byte_limit and r.bytes_total
                     and r.steps), key=lambda r: (model_rank(r.model), r.steps))
     if not sized:
@@ -483,8 +539,14 @@ def artifact_sentence(runs: list[Run]) -> str:
     parts = []
     for model in dict.fromkeys(r.model for r in sized):
         mine = [r for r in sized if r.model == model]
-        pairs = ", ".join(f"{r.bytes_total:,} at {r.steps:,} steps ({fmt_ctx(r.seq_len)})" for r in mine)
-        grows = len(mine) > 1 and all(a.bytes_total < b.bytes_total for a, b in zip(mine, mine[1:]))
+        by_ctx: dict[int, list[Run]] = {}
+        for r in mine:
+            by_ctx.setdefault(r.seq_len, []).append(r)
+        entries = sorted(by_ctx.items(), key=lambda kv: (min(r.steps for r in kv[1]), max(r.steps for r in kv[1]),
+                                                        kv[0]))
+        pairs = ", ".join(artifact_entry(ctx, same) for ctx, same in entries)
+        grows = len({r.steps for r in mine}) > 1 and all(a.bytes_total < b.bytes_total for a in mine for b in mine
+                                                          if a.steps < b.steps)
         parts.append(f"{model}{' (growing with the steps)' if grows else ''}: {pairs}")
     tight = min(sized, key=lambda r: r.byte_limit - r.bytes_total)
     room = tight.byte_limit - tight.bytes_total
@@ -492,6 +554,21 @@ def artifact_sentence(runs: list[Run]) -> str:
     least = (f"the least headroom under the {tight.byte_limit:,}-byte limit is {room:,} bytes ({where})" if room >= 0
              else f"{where} is {-room:,} bytes over the {tight.byte_limit:,}-byte limit")
     return f"Artifact bytes by steps taken: {'; '.join(parts)}; {least}."
+
+
+def artifact_entry(seq_len: int, runs: list[Run]) -> str:
+    """One context's artifact bytes and steps: '14,957,480 at 656 steps (32k)' for one run, and for several
+    the ranges over them, '14,957,480-14,957,789 at 656-657 steps (32k, 2 seeds)'."""
+    def span(values: list[int]) -> str:
+        low, high = min(values), max(values)
+        return f"{low:,}" if low == high else f"{low:,}-{high:,}"
+
+    label = fmt_ctx(seq_len)
+    if len(runs) > 1:
+        # Seeds repeat only where one context was run on several devices.
+        seeds = {r.seed for r in runs}
+        label += f", {len(runs)} {'seeds' if len(seeds) == len(runs) else 'runs'}"
+    return f"{span([r.bytes_total for r in runs])} at {span([r.steps for r in runs])} steps ({label})"
 
 
 def crossover_place(hybrid_ahead: dict[int, bool]) -> str:
@@ -650,6 +727,8 @@ def build_section(runs: list[Run], skipped: list[str], groups: list[Group], curv
                  c["winner"]] for c in comps]
         lines += markdown_table(["context", "variant", "device", "baseline val_bpb", "hybrid val_bpb",
                         "delta (hybrid - baseline)", "delta per seed", "winner"], rows) + [""]
+        noise = seed_noise_sentence(comps)
+        lines += [noise, ""] if noise else []
     else:
         lines += ["No context has finished runs of both models yet.", ""]
 

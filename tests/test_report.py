@@ -267,14 +267,140 @@ def test_crossover_sentence_cases():
 
 
 def test_artifact_bytes_sentence(report):
-    """Each default finished run's artifact bytes at its steps, and the least headroom under the limit."""
+    """Each (model, context) once, with the range of its seeds' artifact bytes and steps, in order of steps; and
+    the least headroom under the limit, naming the run's seed."""
     runs = [f for f in fixture_facts() if f["sdpa_requested"] == "auto" and f["finished"]]
     (line,) = [x for x in section_of(report["readme"]).splitlines() if x.startswith("Artifact bytes by steps taken:")]
-    for f in runs:
-        assert f"{f['bytes_total']:,} at {f['steps']:,} steps ({f['ctx']})" in line
+
+    def span(values):
+        return f"{min(values):,}" if min(values) == max(values) else f"{min(values):,}-{max(values):,}"
+
+    parts = []
+    for model in ("baseline", "hybrid"):
+        entries = []
+        for ctx in sorted({f["ctx"] for f in runs if f["model"] == model}):
+            same = [f for f in runs if f["model"] == model and f["ctx"] == ctx]
+            assert len(same) == 2  # seeds 1 and 2: the collapsed form
+            steps = [f["steps"] for f in same]
+            entries.append(((min(steps), max(steps), ctx), f"{span([f['bytes_total'] for f in same])} at "
+                                                           f"{span(steps)} steps ({ctx}, 2 seeds)"))
+        # every fixture run took 20 steps: no run has more steps than another, so no growth is claimed
+        parts.append(f"{model}: " + ", ".join(text for _, text in sorted(entries)))
     tight = min(runs, key=lambda f: 16_000_000 - f["bytes_total"])
-    assert line.endswith(f"the least headroom under the 16,000,000-byte limit is {16_000_000 - tight['bytes_total']:,} "
-                         f"bytes ({tight['model']} at {tight['ctx']}, seed {tight['seed']}).")
+    assert line == (f"Artifact bytes by steps taken: {'; '.join(parts)}; the least headroom under the 16,000,000-byte "
+                    f"limit is {16_000_000 - tight['bytes_total']:,} bytes ({tight['model']} at {tight['ctx']}, "
+                    f"seed {tight['seed']}).")
+
+
+def test_artifact_sentence_cases():
+    """The collapsed sentence on runs made here: one context with two seeds, two with one; growth with the steps
+    judged run by run; 'runs' when a seed repeats (one context on two devices)."""
+    import report as module
+
+    def run(model, ctx, seed, steps, size, device="H100"):
+        return module.Run(file=f"{model}_{ctx}_{seed}_{device}.txt", run_id=f"{model}_{ctx}_{seed}_{device}",
+                          model=model, seq_len=ctx, seed=seed, device=device, stopped_early_step=steps,
+                          bytes_total=size, byte_limit=16_000_000, within_limit=True, final_val_bpb=1.0)
+
+    runs = [run("baseline", 32768, 42, 385, 12_991_780), run("baseline", 32768, 1337, 385, 12_990_554),
+            run("baseline", 8192, 1337, 1382, 15_365_947), run("baseline", 16384, 1337, 893, 14_790_582),
+            run("hybrid", 32768, 42, 657, 14_957_789), run("hybrid", 32768, 1337, 656, 14_957_480),
+            run("hybrid", 8192, 1337, 1229, 15_876_098)]
+    assert module.artifact_sentence(runs) == (
+        "Artifact bytes by steps taken: baseline (growing with the steps): 12,990,554-12,991,780 at 385 steps "
+        "(32k, 2 seeds), 14,790,582 at 893 steps (16k), 15,365,947 at 1,382 steps (8k); hybrid (growing with the "
+        "steps): 14,957,480-14,957,789 at 656-657 steps (32k, 2 seeds), 15,876,098 at 1,229 steps (8k); the least "
+        "headroom under the 16,000,000-byte limit is 123,902 bytes (hybrid at 8k, seed 1337).")
+    # The seed with more steps has fewer bytes: not growing, though the contexts' ranges are in order.
+    runs[5] = run("hybrid", 32768, 1337, 656, 14_957_900)
+    text = module.artifact_sentence(runs)
+    assert "hybrid: 14,957,789-14,957,900 at 656-657 steps (32k, 2 seeds), 15,876,098" in text
+    assert "baseline (growing with the steps)" in text
+    # Only default-kernel finished runs: a variant run and an unfinished one change nothing.
+    variant = run("hybrid", 8192, 42, 2000, 15_999_999)
+    variant.config["sdpa_backend"] = "flash"
+    unfinished = run("hybrid", 8192, 7, 2000, 15_999_999)
+    unfinished.final_val_bpb = None
+    assert module.artifact_sentence(runs + [variant, unfinished]) == text
+    # Seed 1337 at 8k on two devices: two runs, not two seeds.
+    text = module.artifact_sentence([run("hybrid", 8192, 1337, 1229, 15_876_098),
+                                     run("hybrid", 8192, 1337, 1100, 15_800_000, device="H200")])
+    assert text.startswith("Artifact bytes by steps taken: hybrid (growing with the steps): 15,800,000-15,876,098 at "
+                           "1,100-1,229 steps (8k, 2 runs);")
+
+
+def test_seed_noise_sentence_cases():
+    """Seed spread against the delta: a clear winner, a delta inside the spreads, per-seed deltas of mixed sign,
+    one model with one seed, and the single-seed contexts named."""
+    import report as module
+
+    def comp(ctx, baseline, hybrid, variant="default"):
+        b, h = sum(baseline.values()) / len(baseline), sum(hybrid.values()) / len(hybrid)
+        delta = round(h - b, 8)
+        paired = {s: round(hybrid[s] - baseline[s], 8) for s in sorted(hybrid) if s in baseline}
+        return {"seq_len": ctx, "variant": variant, "delta": delta, "winner": module.winner(delta),
+                "delta_by_seed": paired, "baseline_by_seed": baseline, "hybrid_by_seed": hybrid}
+
+    # (a) our 32k pair: |delta| 0.1557 against spreads 0.0056 + 0.0051; (d) 8k and 16k with one seed each
+    real = [comp(8192, {1337: 1.29552}, {1337: 1.30404}), comp(16384, {1337: 1.35392}, {1337: 1.32771}),
+            comp(32768, {42: 1.53593291, 1337: 1.53036795}, {42: 1.37495711, 1337: 1.38003464})]
+    assert module.seed_noise_sentence(real) == (
+        "At 32k (seeds 42 and 1337 of both models) the seed spread (max - min of the final val_bpb over seeds) is "
+        "0.0056 for the baseline and 0.0051 for the hybrid, against a delta of -0.1557: |delta| is larger than the "
+        "sum of both spreads (0.0106), so the seeds do not change the winner; every per-seed delta (42: -0.1610, "
+        "1337: -0.1503) has the sign of the mean delta. At 8k and 16k each model has one seed only, so no seed "
+        "spread is measured there.")
+
+    # (b) delta inside the spreads, every seed still on the mean's side
+    text = module.seed_noise_sentence([comp(8192, {1: 1.300, 2: 1.310}, {1: 1.298, 2: 1.306})])
+    assert "against a delta of -0.0030: |delta| is not larger than the sum of both spreads (0.0180), so the " \
+           "winner at this context is within seed noise" in text
+    assert "every per-seed delta (1: -0.0020, 2: -0.0040) has the sign of the mean delta" in text
+    assert "one seed only" not in text
+
+    # (c) per-seed deltas of mixed sign (the hybrid wins on average, loses with seed 2)
+    text = module.seed_noise_sentence([comp(16384, {1: 1.300, 2: 1.300}, {1: 1.290, 2: 1.302})])
+    assert "against a delta of -0.0040: |delta| is not larger than the sum of both spreads (0.0120), so the " \
+           "winner at this context is within seed noise" in text
+    assert text.endswith("; the per-seed deltas (1: -0.0100, 2: +0.0020) do not all have the sign of the mean "
+                         "delta, so the seeds disagree on the winner.")
+
+    # one model with two seeds, the other with one: its spread alone; one paired seed gives no sign clause
+    text = module.seed_noise_sentence([comp(32768, {1337: 1.530}, {42: 1.375, 1337: 1.380})])
+    assert text == ("At 32k (baseline seed 1337, hybrid seeds 42 and 1337) the seed spread (max - min of the final "
+                    "val_bpb over seeds) is 0.0050 for the hybrid (none for the baseline, which has one seed), against "
+                    "a delta of -0.1525: |delta| is larger than the hybrid's spread (0.0050), so the seeds do not "
+                    "change the winner.")
+
+    # (d) only single-seed contexts; non-default kernels are left out; nothing to compare gives nothing
+    only_single = [comp(8192, {1337: 1.3}, {1337: 1.31}), comp(32768, {1: 1.5, 2: 1.6}, {1: 1.4, 2: 1.3}, "X=1")]
+    assert module.seed_noise_sentence(only_single) == ("At 8k each model has one seed only, so no seed spread is "
+                                                       "measured there.")
+    assert module.seed_noise_sentence([]) == ""
+
+
+def test_seed_noise_sentence_from_the_logs(report):
+    """The fixture's two seeds per model and context, read from the logs here."""
+    section = section_of(report["readme"])
+    part = section.split("### Hybrid vs baseline")[1].split("### ")[0]
+    (line,) = [x for x in part.splitlines() if x.startswith("At ")]
+    for ctx in (256, 512):
+        base = {f["seed"]: f["val_bpb"] for f in default_runs(fixture_facts(), "baseline", ctx)}
+        hyb = {f["seed"]: f["val_bpb"] for f in default_runs(fixture_facts(), "hybrid", ctx)}
+        spread_b, spread_h = (max(v.values()) - min(v.values()) for v in (base, hyb))
+        delta = mean(hyb.values()) - mean(base.values())
+        assert f"At {ctx} (seeds 1 and 2 of both models) the seed spread" in line
+        assert (f"is {spread_b:.4f} for the baseline and {spread_h:.4f} for the hybrid, against a delta of "
+                f"{delta:+.4f}") in line
+        verdict = ("is larger than the sum of both spreads ({:.4f}), so the seeds do not change the winner"
+                   if abs(delta) > spread_b + spread_h else
+                   "is not larger than the sum of both spreads ({:.4f}), so the winner at this context is within seed "
+                   "noise").format(spread_b + spread_h)
+        assert verdict in line
+        signs = {(hyb[s] - base[s] > 0) - (hyb[s] - base[s] < 0) for s in base}
+        same = signs == {(delta > 0) - (delta < 0)}
+        assert ("has the sign of the mean delta" in line) == same
+    assert "one seed only" not in line
 
 
 def test_crossover_place_cases():
@@ -499,6 +625,9 @@ def test_gpu_logs(tmp_path):
     found_margin = re.search(r"Our margins \(\|delta\|\) are ([\d.]+)x at 8k the published ones, while the "
                              r"hybrid's step is nowhere relatively faster", section_of(result["readme"]))
     assert found_margin and float(found_margin[1]) == pytest.approx(margin, abs=0.02)
+    # one seed of each model: the spread sentence says so instead of measuring one
+    assert "At 8k each model has one seed only, so no seed spread is measured there." in section_of(result["readme"])
+    assert "seed spread (max - min" not in section_of(result["readme"])
     sub = json.loads(result["submission"].read_text())
     assert sub["date"] == "2026-11-22"  # from the nvidia-smi banner in the log
     assert sub["val_bpb"] == 3.55409578 and sub["bytes_code"] == 60697
