@@ -24,9 +24,10 @@ auto, or one of the speed flags in SPEED_FLAGS such as FUSED_PROJECTIONS=1); tho
 GRAD_ACCUM_STEPS=8) get their own rows and are never averaged with the default ones. A log without
 the final round-trip line (final_int8_zlib_roundtrip_exact) is an unfinished run: listed, excluded
 from means. When one seed has several finished runs in a group, the newest counts and the others are
-listed as superseded. A run whose trainer logged its artifact over the competition's byte limit
-(within_limit:False) is flagged in the Runs table, and a submission.json built on it says in its
-notes that it is not a valid entry.
+listed as superseded. Runs with exactly the published kernel settings are also set against the
+default-kernel runs of their context and device ("What our kernels are worth"). A run whose trainer
+logged its artifact over the competition's byte limit (within_limit:False) is flagged in the Runs
+table, and a submission.json built on it says in its notes that it is not a valid entry.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ SUBMIT_MODEL = "hybrid"
 PLOT_TIME = "val_bpb_vs_time.png"
 PLOT_SPEED = "ms_per_step_vs_context.png"
 DEFAULT_DATASET = "fineweb10B_sp1024"
+PUBLISHED_SUFFIX = " (published kernels)"  # ends the variant label of a run with the published kernel settings
 
 # Off-by-default speed flags of the trainers (config name, env name): a run with one on is its own variant.
 SPEED_FLAGS = (("fused_projections", "FUSED_PROJECTIONS"), ("muon_batched", "MUON_BATCHED"),
@@ -192,7 +194,7 @@ class Run:
             return "default"
         label = " ".join(parts)
         if sdpa == PUBLISHED_KERNELS["SDPA_BACKEND"] and self.grad_accum_steps == PUBLISHED_KERNELS["GRAD_ACCUM_STEPS"]:
-            label += " (published kernels)"
+            label += PUBLISHED_SUFFIX
         return label
 
     @property
@@ -636,6 +638,105 @@ def published_crossover_sentence(rows: list[dict]) -> str:
     return f"{where} Our margins (|delta|) are {margins} the published ones, while {speed}."
 
 
+def is_published_kernels(variant: str) -> bool:
+    """Whether a variant is the published kernel settings and nothing else (no speed flag or GDN backend with them)."""
+    if not variant.endswith(PUBLISHED_SUFFIX):
+        return False
+    return all(part.split("=", 1)[0] in PUBLISHED_KERNELS for part in variant[:-len(PUBLISHED_SUFFIX)].split())
+
+
+def favour(change: float) -> str:
+    """Which model a change of the delta (hybrid - baseline; lower is better for the hybrid) favours, at 4 decimals."""
+    if f"{abs(change):.4f}" == "0.0000":
+        return "in neither's favour"
+    return "in the hybrid's favour" if change < 0 else "in the baseline's favour"
+
+
+def seeds_text(group: Group) -> str:
+    seeds = [r.seed for r in group.runs]
+    return f"seed {seeds[0]}" if len(seeds) == 1 else f"mean of seeds {and_list(seeds)}"
+
+
+def kernel_cost(model: str, pk: Group, default: Group | None) -> str:
+    """One model's numbers with the published kernels against its default-kernel ones (same context, device)."""
+    ctx = pk.seq_len
+    pub = PUBLISHED_MS_PER_STEP.get(model, {}).get(ctx)
+    pub_text = f" (published study: {pub})" if pub is not None else ""
+    if default is None:
+        return (f"{fmt(pk.mean('ms_per_step'), 1)} ms/step{pub_text}, {fmt_mean_count(pk.mean('steps'))} steps, "
+                f"val_bpb {fmt(pk.mean('final_val_bpb'))} ({seeds_text(pk)}), and no default-kernel run to compare "
+                f"with")
+    change = round(pk.mean("final_val_bpb"), 8) - round(default.mean("final_val_bpb"), 8)
+    return (f"{fmt(pk.mean('ms_per_step'), 1)} vs {fmt(default.mean('ms_per_step'), 1)} ms/step{pub_text}, "
+            f"{fmt_mean_count(pk.mean('steps'))} vs {fmt_mean_count(default.mean('steps'))} steps, val_bpb "
+            f"{fmt(pk.mean('final_val_bpb'))} vs {fmt(default.mean('final_val_bpb'))} ({change:+.4f}; "
+            f"{seeds_text(pk)} vs {seeds_text(default)})")
+
+
+def kernel_worth_sentence(groups: list[Group], step_rows: list[dict]) -> str:
+    """What our kernels are worth, at each context and device with runs of the published kernel settings (finished,
+    counted): set against the default-kernel runs of the same context and device, and against the published study.
+
+    With both models: the ms/step ratio (hybrid / baseline) and the delta (hybrid - baseline, means over seeds) with
+    the published kernels, with ours and published; the change of our delta due to our kernels (default delta -
+    published-kernel delta) and what remains between our published-kernel delta and the published one, which the
+    kernels do not explain. With one model: its own numbers, and the other's run named as missing. Each model's
+    own cost in both cases: ms/step, steps and val_bpb with the published kernels against ours. No such runs: ''."""
+    index = {g.key: g for g in groups}
+    rows = {(e["seq_len"], e["variant"], e["device"]): e for e in step_rows}
+    keys = sorted({(g.seq_len, g.variant, g.device) for g in groups if is_published_kernels(g.variant)},
+                  key=lambda k: (k[0], k[2], k[1]))
+    if not keys:
+        return ""
+    several_devices = len({g.device for g in groups}) > 1
+    parts = []
+    for ctx, variant, device in keys:
+        where = fmt_ctx(ctx) + (f" on {device}" if several_devices else "")
+        pk = {m: index.get((m, ctx, variant, device)) for m in MODELS}
+        default = {m: index.get((m, ctx, "default", device)) for m in MODELS}
+        have = [m for m in MODELS if pk[m] is not None]
+        if len(have) == 1:
+            (model,), (other,) = have, [m for m in MODELS if m not in have]
+            parts.append(f"At {where} the {model} with the published kernels against ours: "
+                         f"{kernel_cost(model, pk[model], default[model])}. The {other}'s run with the published "
+                         f"kernels at {where} is missing, so the delta cannot yet be split into what our kernels "
+                         f"change and what they do not explain.")
+            continue
+        mine, ours = rows.get((ctx, variant, device)), rows.get((ctx, "default", device))
+        published = ctx in PUBLISHED_VAL_BPB["baseline"] and ctx in PUBLISHED_MS_PER_STEP["baseline"]
+        pub_ratio = PUBLISHED_MS_PER_STEP["hybrid"][ctx] / PUBLISHED_MS_PER_STEP["baseline"][ctx] if published else None
+        pub_delta = PUBLISHED_VAL_BPB["hybrid"][ctx] - PUBLISHED_VAL_BPB["baseline"][ctx] if published else None
+        ratios = [f"{fmt(mine['ms_ratio'], 3)} with the published kernels"]
+        deltas = [f"{mine['delta']:+.4f} with the published kernels"]
+        if ours is not None:
+            ratios.append(f"{fmt(ours['ms_ratio'], 3)} with ours")
+            deltas.append(f"{ours['delta']:+.4f} with ours")
+        if published:
+            ratios.append(f"{pub_ratio:.3f} published")
+            deltas.append(f"{pub_delta:+.4f} published")
+        text = (f"At {where} the ms/step ratio hybrid / baseline is {and_list(ratios)}; the delta (hybrid - baseline, "
+                f"means over seeds) is {and_list(deltas)}.")
+        if not published:
+            text += f" The published study has no run at {fmt_ctx(ctx)}."
+        if ours is None:
+            text += (f" Without default-kernel runs of both models at {where}, what our kernels change cannot be "
+                     f"measured.")
+        else:
+            change = round(ours["delta"] - mine["delta"], 8)
+            text += (f" Our kernels change our delta by {change:+.4f} (from {mine['delta']:+.4f} to "
+                     f"{ours['delta']:+.4f}, {favour(change)})")
+            if published:
+                rest = round(mine["delta"] - pub_delta, 8)
+                text += (f"; the {rest:+.4f} that remains between our published-kernel delta and the published one "
+                         f"({favour(rest)}) is what the kernels do not explain: the corpus, among other differences")
+            text += "."
+        costs = "; ".join(f"the {m} {kernel_cost(m, pk[m], default[m])}" for m in MODELS)
+        parts.append(f"{text} Each model with the published kernels against ours: {costs}.")
+    settings = " ".join(f"{k}={v}" for k, v in PUBLISHED_KERNELS.items())
+    return (f"What our kernels are worth: runs with the published kernel settings ({settings}) against our "
+            f"default-kernel runs of the same context and device. " + " ".join(parts))
+
+
 def pick_headline(groups: list[Group], seq_len: int, model: str = SUBMIT_MODEL) -> Group | None:
     """The default-kernel group of `model` at `seq_len`; among devices, the one with most seeds."""
     candidates = [g for g in groups if g.model == model and g.seq_len == seq_len and g.variant == "default"]
@@ -792,6 +893,8 @@ def build_section(runs: list[Run], skipped: list[str], groups: list[Group], curv
         lines += [f"Our runs use {', '.join(f'`{d}`' for d in other_data)}, not `{DEFAULT_DATASET}`: val_bpb "
                   f"is measured on different validation text and is not comparable with the published numbers; "
                   f"the comparison between our two models is.", ""]
+    worth = kernel_worth_sentence(groups, step_rows)
+    lines += [worth, ""] if worth else []
     both = published_crossover_rows(step_rows)
     if both:
         lines += ["### Where the hybrid pulls ahead: ours and published", ""]

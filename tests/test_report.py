@@ -438,6 +438,165 @@ def test_steps_or_learning_sentence_cases():
     assert module.steps_or_learning_sentence([row(8192, 100, 90, None, None, "hybrid")]) == ""
 
 
+def kernel_worth(runs) -> str:
+    """report.py's paragraph on what our kernels are worth, for these runs (grouped and compared as the report does)."""
+    import report as module
+
+    groups = module.build_groups(runs)
+    return module.kernel_worth_sentence(groups, module.equal_step_rows(groups, module.comparisons(groups)))
+
+
+def run_32k(model, seed, ms, steps, bpb, published=False, ctx=32768, finished=True, extra=None,
+            device="NVIDIA H100 80GB HBM3"):
+    """A run as parsed from a log: ms/step from its last train line, steps, final val_bpb, and its kernel settings
+    (the published ones: flash attention and 8 micro-steps requested; ours: auto, which picked 2)."""
+    import report as module
+
+    config = {"sdpa_backend": "flash" if published else "auto", "grad_accum_requested": 8 if published else 0,
+              **(extra or {})}
+    name = f"{model}_{ctx}_seed{seed}_{'flash' if published else 'auto'}{'_x' if extra else ''}_{device[-4:]}"
+    return module.Run(file=name + ".txt", run_id=name, model=model, seq_len=ctx, seed=seed, config=config,
+                      device=device, grad_accum_steps=8 if published else 2,
+                      train=[(steps, steps * ms, ms, 2.5)], val=[(0, 7.0, 4.1, 0.0), (steps, 2.4, bpb, steps * ms)],
+                      stopped_early_step=steps, final_val_bpb=bpb if finished else None)
+
+
+def default_32k() -> list:
+    """Our 32k default-kernel runs as logged (logs_experiment/): both models, seeds 42 and 1337."""
+    return [run_32k("baseline", 42, 1559.77, 385, 1.53593291), run_32k("baseline", 1337, 1560.93, 385, 1.53036795),
+            run_32k("hybrid", 42, 914.3, 657, 1.37495711), run_32k("hybrid", 1337, 915.05, 656, 1.38003464)]
+
+
+def hybrid_published_32k():
+    """Our hybrid at 32k with the published kernels as logged (hybrid_32768_seed1337_20261123_042134)."""
+    return run_32k("hybrid", 1337, 1189.73, 505, 1.43400883, published=True)
+
+
+LEAD = ("What our kernels are worth: runs with the published kernel settings (SDPA_BACKEND=flash GRAD_ACCUM_STEPS=8) "
+        "against our default-kernel runs of the same context and device. ")
+HYBRID_COST = ("1189.7 vs 914.7 ms/step (published study: 1361), 505 vs 656.5 steps, val_bpb 1.4340 vs 1.3775 "
+               "(+0.0565; seed 1337 vs mean of seeds 42 and 1337)")
+
+
+def test_kernel_worth_both_models():
+    """(a) Both models with the published kernels at 32k: the ratios and deltas three ways, and the split of our
+    delta into what our kernels change and what remains against the published one. The baseline's run is made up
+    here (2080.5 ms/step, 289 steps, 1.59871234); the rest are our logged runs."""
+    baseline = run_32k("baseline", 1337, 2080.5, 289, 1.59871234, published=True)
+    # the default runs of another context are not compared with (our 16k pair as logged)
+    other_ctx = [run_32k("baseline", 1337, 672.6, 893, 1.35392, ctx=16384),
+                 run_32k("hybrid", 1337, 583.8, 1028, 1.32771, ctx=16384)]
+    # ratios 1189.73 / 2080.5 = 0.572, 914.675 / 1560.35 = 0.586, 1361 / 2202 = 0.618; deltas 1.43400883 - 1.59871234
+    # = -0.16470351, 1.37749588 - 1.53315043 = -0.15565455, 1.4709 - 1.7059 = -0.2350; our kernels -0.15565455 -
+    # (-0.16470351) = +0.00904896; remaining -0.16470351 - (-0.2350) = +0.07029649
+    assert kernel_worth(other_ctx + default_32k() + [hybrid_published_32k(), baseline]) == LEAD + (
+        "At 32k the ms/step ratio hybrid / baseline is 0.572 with the published kernels, 0.586 with ours and 0.618 "
+        "published; the delta (hybrid - baseline, means over seeds) is -0.1647 with the published kernels, -0.1557 "
+        "with ours and -0.2350 published. Our kernels change our delta by +0.0090 (from -0.1647 to -0.1557, in the "
+        "baseline's favour); the +0.0703 that remains between our published-kernel delta and the published one (in "
+        "the baseline's favour) is what the kernels do not explain: the corpus, among other differences. Each model "
+        "with the published kernels against ours: the baseline 2080.5 vs 1560.3 ms/step (published study: 2202), 289 "
+        "vs 385 steps, val_bpb 1.5987 vs 1.5332 (+0.0656; seed 1337 vs mean of seeds 42 and 1337); the hybrid "
+        + HYBRID_COST + ".")
+
+
+def test_kernel_worth_one_model():
+    """(b) Only the hybrid has run with the published kernels (our logs now): its own cost, and the baseline's run
+    named as missing; an unfinished baseline run with the published kernels does not count."""
+    unfinished = run_32k("baseline", 1337, 2080.5, 120, 1.9, published=True, finished=False)
+    assert kernel_worth(default_32k() + [hybrid_published_32k(), unfinished]) == LEAD + (
+        "At 32k the hybrid with the published kernels against ours: " + HYBRID_COST + ". The baseline's run with the "
+        "published kernels at 32k is missing, so the delta cannot yet be split into what our kernels change and what "
+        "they do not explain.")
+    # like with like: default-kernel runs on another device are not compared with; with two devices, each is named
+    h200 = [run_32k("hybrid", 42, 800.0, 750, 1.36, device="NVIDIA H200")]
+    assert kernel_worth(h200 + [hybrid_published_32k()]) == LEAD + (
+        "At 32k on NVIDIA H100 80GB HBM3 the hybrid with the published kernels against ours: 1189.7 ms/step "
+        "(published study: 1361), 505 steps, val_bpb 1.4340 (seed 1337), and no default-kernel run to compare with. "
+        "The baseline's run with the published kernels at 32k on NVIDIA H100 80GB HBM3 is missing, so the delta cannot "
+        "yet be split into what our kernels change and what they do not explain.")
+    # the other way round, and with no default-kernel run of that model to compare with
+    baseline = run_32k("baseline", 1337, 2080.5, 289, 1.59871234, published=True)
+    assert kernel_worth(default_32k()[2:] + [baseline]) == LEAD + (
+        "At 32k the baseline with the published kernels against ours: 2080.5 ms/step (published study: 2202), 289 "
+        "steps, val_bpb 1.5987 (seed 1337), and no default-kernel run to compare with. The hybrid's run with the "
+        "published kernels at 32k is missing, so the delta cannot yet be split into what our kernels change and what "
+        "they do not explain.")
+
+
+def test_kernel_worth_nothing_without_published_kernel_runs():
+    """(c) No finished run with the published kernels: nothing. Other kernel settings, the published ones with a speed
+    flag on top, and an unfinished published-kernel run are not the published kernels."""
+    others = [run_32k("hybrid", 1337, 1000.0, 600, 1.40, extra={"sdpa_backend": "math", "grad_accum_requested": 4}),
+              run_32k("hybrid", 1337, 1100.0, 550, 1.41, published=True, extra={"fused_projections": True}),
+              run_32k("hybrid", 1337, 1189.73, 200, 1.9, published=True, finished=False)]
+    assert [r.variant for r in others[:2]] == [
+        "SDPA_BACKEND=math GRAD_ACCUM_STEPS=4",
+        "SDPA_BACKEND=flash GRAD_ACCUM_STEPS=8 FUSED_PROJECTIONS=1 (published kernels)"]
+    assert kernel_worth(default_32k() + others) == ""
+    assert kernel_worth(default_32k()) == ""
+    assert kernel_worth([]) == ""
+
+
+def published_kernel_copy(logs: Path, pattern: str) -> None:
+    """A copy of the first fixture log matching pattern, as if run with SDPA_BACKEND=flash GRAD_ACCUM_STEPS=8 (its own
+    run_id, the same seed: a run of another variant)."""
+    source = sorted(logs.glob(pattern))[0]
+    text = source.read_text(encoding="utf-8")
+    text = text.replace("config sdpa_backend:'auto'", "config sdpa_backend:'flash'")
+    text = text.replace("config grad_accum_requested:0", "config grad_accum_requested:8")
+    text = re.sub(r"^sdpa_backend:\w+", "sdpa_backend:flash", text, flags=re.M)
+    text = text.replace("_seed2_", "_seed2_flash_")
+    (logs / source.name.replace("_seed2_", "_seed2_flash_")).write_text(text, encoding="utf-8")
+
+
+def test_kernel_worth_from_the_logs(tmp_path, report):
+    """Through the command on the fixture's logs: copies of the seed-2 runs at 512 as published-kernel runs, against
+    the default means of seeds 1 and 2 (numbers read from the logs here). 512 is no published context."""
+    assert "What our kernels are worth" not in section_of(report["readme"])  # only SDPA_BACKEND=math GRAD_ACCUM_STEPS=4
+    logs = tmp_path / "logs"
+    shutil.copytree(FIXTURE_LOGS, logs)
+    published_kernel_copy(logs, "hybrid_512_seed2_*.txt")
+    section = section_of(run_report(tmp_path / "one", logs=logs)["readme"])
+    published_kernel_copy(logs, "baseline_512_seed2_*.txt")
+    section_both = section_of(run_report(tmp_path / "both", logs=logs)["readme"])
+
+    all_facts = fixture_facts()
+    pk = {m: default_runs(all_facts, m, 512)[1] for m in ("baseline", "hybrid")}  # seed 2, copied
+    assert pk["hybrid"]["seed"] == 2
+    ours = {m: default_runs(all_facts, m, 512) for m in ("baseline", "hybrid")}
+
+    def cost(m):
+        d = ours[m]
+        return (f"{pk[m]['ms_per_step']:.1f} vs {mean(f['ms_per_step'] for f in d):.1f} ms/step, {pk[m]['steps']} vs "
+                f"{mean(f['steps'] for f in d):.0f} steps, val_bpb {pk[m]['val_bpb']:.4f} vs "
+                f"{mean(f['val_bpb'] for f in d):.4f} ({pk[m]['val_bpb'] - mean(f['val_bpb'] for f in d):+.4f}; seed 2 "
+                f"vs mean of seeds 1 and 2)")
+
+    for text in (section, section_both):  # in "Compared with the published study", after its table and notes
+        part = text.split("### Compared with the published study")[1].split("### ")[0]
+        (line,) = [x for x in part.splitlines() if x.startswith("What our kernels are worth")]
+        assert part.rstrip().endswith(line) and text.count("What our kernels are worth") == 1
+    assert (LEAD + "At 512 the hybrid with the published kernels against ours: " + cost("hybrid") + ". The baseline's "
+            "run with the published kernels at 512 is missing") in section
+    def ratio(runs):
+        return mean(f["ms_per_step"] for f in runs["hybrid"]) / mean(f["ms_per_step"] for f in runs["baseline"])
+
+    def delta(runs):
+        return mean(f["val_bpb"] for f in runs["hybrid"]) - mean(f["val_bpb"] for f in runs["baseline"])
+
+    mine = {m: [f] for m, f in pk.items()}
+    change = delta(ours) - delta(mine)
+    assert (LEAD + f"At 512 the ms/step ratio hybrid / baseline is {ratio(mine):.3f} with the published kernels "
+            f"and {ratio(ours):.3f} with ours; the delta (hybrid - baseline, means over seeds) is {delta(mine):+.4f} "
+            f"with the published kernels and {delta(ours):+.4f} with ours. The published study has no run at 512. Our "
+            f"kernels change our delta by {change:+.4f} (from {delta(mine):+.4f} to {delta(ours):+.4f}, ") \
+        in section_both
+    assert ("Each model with the published kernels against ours: the baseline " + cost("baseline") + "; the hybrid "
+            + cost("hybrid") + ".") in section_both
+    assert "what remains" not in section_both and "do not explain" not in section_both
+
+
 def test_val_bpb_by_step_table(report):
     all_facts = [f for f in fixture_facts() if f["ctx"] == 512]
     rows = report["tables"]["val_bpb by step at context 512"]

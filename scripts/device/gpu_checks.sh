@@ -11,7 +11,8 @@
 #                   these with FUSED_PROJECTIONS=1 (FUSED_PROJECTIONS, GDN_FLA_FUSED and GDN_CUSTOM_OP alone
 #                   were measured on 2026-11-23); 6 arms, ~12 min
 #   published_kernels compare_losses.py: hybrid at 8k, 20 steps, default (cuDNN, 2 micro-steps) vs the published
-#                   kernels (FLASH, 8 micro-steps) on a step-based schedule: the same maths? (the 32k run with
+#                   kernels (FLASH, 8 micro-steps), and each of the two alone, on a step-based schedule: the same
+#                   maths? (~12 min on a fresh machine; the 32k run with
 #                   the published kernels trailed the default runs at equal steps by 0.016-0.023 from step 150)
 #   bench_fast      bench_step_time.py: hybrid then baseline at 32k/16k/8k, two arms in one process, blocks
 #                   round-robin: default and FUSED_PROJECTIONS=1 MUON_BATCHED=1 (the exact flags that measured
@@ -61,7 +62,8 @@ for step in "$@"; do
             --arm all:FUSED_PROJECTIONS=1,MUON_BATCHED=1,MUON_COMPILE=1,GDN_SHIFT_CONV=1 \
             --out-json "$out/variants.json" > "$out/variants.out" 2>&1 ;;
         published_kernels) timeout 900 python3 scripts/compare_losses.py --trainer train_gpt_gdn.py "${data[@]}" \
-            --arm default: --arm published:SDPA_BACKEND=flash,GRAD_ACCUM_STEPS=8 \
+            --arm default: --arm published:SDPA_BACKEND=flash,GRAD_ACCUM_STEPS=8 --arm flash:SDPA_BACKEND=flash \
+            --arm micro8:GRAD_ACCUM_STEPS=8 \
             --out-json "$out/published_kernels.json" > "$out/published_kernels.out" 2>&1 ;;
         muon_tests) timeout 300 python3 -m pytest tests/test_muon.py -k cuda -q -rs > "$out/muon_tests.out" 2>&1 ;;
         custom_op_tests) timeout 600 python3 -m pytest tests/test_gdn.py -k custom_op -q -rs > "$out/custom_op_tests.out" 2>&1 ;;
