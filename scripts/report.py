@@ -27,7 +27,9 @@ from means. When one seed has several finished runs in a group, the newest count
 listed as superseded. Runs with exactly the published kernel settings are also set against the
 default-kernel runs of their context and device ("What our kernels are worth"). A run whose trainer
 logged its artifact over the competition's byte limit (within_limit:False) is flagged in the Runs
-table, and a submission.json built on it says in its notes that it is not a valid entry.
+table, and a submission.json built on it says in its notes that it is not a valid entry. "Re-reading the corpus"
+sets, per default-kernel run, the gap between the validation loss and the train losses logged before it in the
+first epoch against the gap at the end (rereading_row), to tell whether re-reading the corpus shows as memorisation.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import sys
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from statistics import stdev
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from published_study import (PUBLISHED_KERNELS, PUBLISHED_MS_PER_STEP, PUBLISHED_VAL_BPB,  # noqa: E402
@@ -79,6 +82,7 @@ RE_TRAIN = re.compile(r"^step:(\d+)/(\d+) train_loss:(\S+) train_time:([\d.]+)ms
 RE_VAL = re.compile(r"^step:(\d+)/(\d+) val_loss:(\S+) val_bpb:(\S+) train_time:([\d.]+)ms step_avg:([\d.]+)ms")
 RE_STOP = re.compile(r"^stopping_early: wallclock_cap train_time:([\d.]+)ms step:(\d+)/(\d+)")
 RE_TOKENS = re.compile(r"^train_tokens_seen:(\d+) epochs:([\d.]+)")
+RE_TRAIN_TOKENS = re.compile(r"^train_shards:\d+ train_tokens:(\d+)")
 RE_PEAK = re.compile(r"^peak memory allocated: (\d+) MiB reserved: (\d+) MiB")
 RE_CODE = re.compile(r"^Code size: (\d+) bytes")
 RE_MODEL_BYTES = re.compile(r"^Serialized model int8\+zlib: (\d+) bytes")
@@ -116,6 +120,7 @@ class Run:
     stopped_early_step: int | None = None
     tokens_seen: int | None = None
     epochs: float | None = None
+    train_tokens: int | None = None  # the training shards' tokens (one epoch)
     peak_alloc_mib: int | None = None
     peak_reserved_mib: int | None = None
     bytes_code: int | None = None
@@ -255,6 +260,8 @@ def parse_log(path: Path) -> Run:
             run.stopped_early_step = int(m[2])
         elif m := RE_TOKENS.match(line):
             run.tokens_seen, run.epochs = int(m[1]), float(m[2])
+        elif m := RE_TRAIN_TOKENS.match(line):
+            run.train_tokens = int(m[1])
         elif m := RE_PEAK.match(line):
             run.peak_alloc_mib, run.peak_reserved_mib = int(m[1]), int(m[2])
         elif m := RE_CODE.match(line):
@@ -737,6 +744,201 @@ def kernel_worth_sentence(groups: list[Group], step_rows: list[dict]) -> str:
             f"default-kernel runs of the same context and device. " + " ".join(parts))
 
 
+# ---------------------------------------------------------------------------------------------
+# Re-reading the corpus
+# ---------------------------------------------------------------------------------------------
+
+
+def gap_window(run: Run) -> int:
+    """The width of the train-loss window of the gap: the run's VAL_LOSS_EVERY (50 in our runs; 50 if not logged)."""
+    every = run.config.get("val_loss_every")
+    return int(every) if isinstance(every, int) and every > 0 else 50
+
+
+def epoch_at(run: Run, step: int) -> float | None:
+    """The epochs of training data a run has taken after `step` steps.
+
+    Every step takes the same number of tokens from the stream (the trainer's loader takes its micro-steps' spans
+    whole, and the warm-up's tokens are given back before the clock starts), so with the logged totals
+    epoch(S) = S x train_tokens_seen / (steps x train_tokens), train_tokens being the training shards' tokens
+    (`train_shards:N train_tokens:T`) and steps the run's last step. Logs without that line fall back on the
+    logged epochs (3 decimals): epoch(S) = epochs x S / steps."""
+    steps = run.steps
+    if not steps:
+        return None
+    if run.tokens_seen is not None and run.train_tokens:
+        return step * run.tokens_seen / (steps * run.train_tokens)
+    if run.epochs is not None:
+        return run.epochs * step / steps
+    return None
+
+
+def rereading_row(run: Run) -> dict | None:
+    """The validation-minus-training gap of one run, in its first epoch and at its end.
+
+    The gap at a validation step S is val_loss(S) minus the mean of the train losses logged at steps in
+    (S - W, S], W = gap_window(run) (the validation interval, 50 in our runs): a batch's train loss is measured on
+    that batch before the step's update and varies with its documents, hence the mean. A positive gap means the
+    training batches are fit better than the held-out text. Validation steps with no train loss in their window
+    (step 0) have no gap. "First epoch" is the last validation step with a gap whose epoch (epoch_at) is below
+    1.0; "end" is the last validation step with a gap (the run's last step). The noise of the change (end minus
+    first epoch) is twice its standard error: each window's mean has the standard error stdev / sqrt(n) of its
+    train losses (the validation set is fixed, so val_loss has no sampling noise), and the two add in
+    quadrature; None when a window holds fewer than 2 train losses. Also: the gap furthest from 0 at the
+    validation steps at or after epoch 1.0 and the range there, and the val loss's fall over the validation
+    interval before each of the two steps (the window's mean lags S, so while the loss falls fast the gap reads
+    low). None for a run without any gap."""
+    window = gap_window(run)
+    val = {}
+    for step, loss, _, _ in run.val:
+        val[step] = loss  # the last one, if logged twice
+    points = []
+    for step in sorted(val):
+        losses = [p[3] for p in run.train if step - window < p[0] <= step]
+        epoch = epoch_at(run, step)
+        if not losses or epoch is None:
+            continue
+        se = stdev(losses) / len(losses) ** 0.5 if len(losses) >= 2 else None
+        points.append({"step": step, "epoch": epoch, "gap": round(val[step] - sum(losses) / len(losses), 8),
+                       "se": se})
+    if not points:
+        return None
+    first = next((p for p in reversed(points) if p["epoch"] < 1.0), None)
+    end = points[-1]
+    after = [p for p in points if p["epoch"] >= 1.0]
+    steps = sorted(val)
+
+    def fall(step: int) -> tuple | None:
+        """(previous validation step, val_loss there minus at step), or None at the first validation."""
+        i = steps.index(step)
+        return (steps[i - 1], round(val[steps[i - 1]] - val[step], 8)) if i > 0 else None
+
+    row = {"run": run, "window": window, "epochs": run.epochs, "first": first, "end": end,
+           "change": None, "noise": None, "widest": None, "low": None, "high": None,
+           "fall_first": fall(first["step"]) if first else None, "fall_end": fall(end["step"])}
+    if first is not None and end is not first:
+        row["change"] = round(end["gap"] - first["gap"], 8)
+        if first["se"] is not None and end["se"] is not None:
+            row["noise"] = round(2 * (first["se"] ** 2 + end["se"] ** 2) ** 0.5, 8)
+    if after:
+        row["widest"] = max(after, key=lambda p: (abs(p["gap"]), -p["step"]))
+        row["low"], row["high"] = min(p["gap"] for p in after), max(p["gap"] for p in after)
+    return row
+
+
+def rereading_rows(runs: list[Run]) -> list[dict]:
+    """rereading_row of every counted default-kernel run (finished, not superseded), in the report's run order."""
+    rows = [rereading_row(r) for r in sorted(runs, key=run_sort_key) if r.counted and r.variant == "default"]
+    return [r for r in rows if r is not None]
+
+
+def rereading_label(row: dict, devices: bool, epochs: bool = False) -> str:
+    r = row["run"]
+    extra = f", {fmt(r.epochs, 3)} epochs" if epochs and r.epochs is not None else ""
+    return f"the {r.model} at {fmt_ctx(r.seq_len)}{f' on {r.device}' if devices else ''} (seed {r.seed}{extra})"
+
+
+def rereading_sentence(rows: list[dict]) -> str:
+    """Whether re-reading the corpus shows as memorisation: in any run, does the gap (rereading_row) grow from the
+    first epoch to the end by more than its noise? The run with the most epochs is described; where the gap rises
+    in runs without exceeding the noise, the size of those rises against the noise and the part the window's lag
+    may play are said; and what the gap does not test."""
+    judged = [r for r in rows if r["change"] is not None and r["noise"] is not None]
+    if not judged:
+        if any(r["end"]["epoch"] >= 1.0 for r in rows):
+            return ("The runs that re-read the corpus have no gap in their first epoch to compare with, or too few "
+                    "train losses logged around their validations to measure its noise, so memorisation cannot be "
+                    "judged.")
+        return ("No run re-reads the corpus (each stops within its first epoch), so there is no memorisation to look "
+                "for.")
+    devices = len({r["run"].device for r in judged}) > 1
+    most = max(judged, key=lambda r: r["end"]["epoch"])  # the first such in run order on a tie
+    over = [r for r in judged if r["change"] > r["noise"]]
+    f, e = most["first"], most["end"]
+    detail = (f"in the run with the most epochs, {rereading_label(most, devices, epochs=True)}, the gap goes from "
+              f"{f['gap']:+.4f} at step {f['step']} (epoch {f['epoch']:.3f}) to {e['gap']:+.4f} at step {e['step']} "
+              f"({most['change']:+.4f} against a noise of {most['noise']:.4f})")
+    if most["low"] is not None:
+        detail += f", and from epoch 1 on it stays between {most['low']:+.4f} and {most['high']:+.4f}"
+    head = ("Memorisation would show as the gap growing from the first epoch to the end by more than its noise (the "
+            "model fitting the text it re-reads better than held-out text).")
+    if over:
+        text = (f"{head} It does in {and_list(rereading_label(r, devices) for r in over)}: {detail}. So re-reading "
+                f"the corpus shows as memorisation.")
+    else:
+        text = (f"{head} It does in no run: {detail}. So reading the corpus up to {fmt(most['epochs'], 3)} times "
+                f"shows no sign of memorisation that stands out from the noise.")
+        rising = [r for r in judged if r["change"] > 0]
+        if rising:
+            if len(judged) == 1:
+                count = ""
+            else:
+                count = (f" in all {len(judged)} runs" if len(rising) == len(judged)
+                         else f" in {len(rising)} of {len(judged)} runs")
+            text += (f" The gap does rise{count} (by {span_signed([r['change'] for r in rising])}), "
+                     f"{'each time ' if len(rising) > 1 else ''}by less than its noise "
+                     f"({span_plain([r['noise'] for r in rising])}): a real rise of that size could hide in the noise")
+            ff, fe = most["fall_first"], most["fall_end"]
+            if most["change"] > 0 and ff and fe and ff[1] / (f["step"] - ff[0]) > fe[1] / (e["step"] - fe[0]):
+                text += (f"; part of it is the lag of the train-loss mean while the loss still falls fast (in the run "
+                         f"with the most epochs the val loss falls by {ff[1]:.4f} from step {ff[0]} to {f['step']}, "
+                         f"against {fe[1]:.4f} from step {fe[0]} to {e['step']})")
+            text += "."
+    return (f"{text} What the gap does not test: whether a repeated token teaches less than a fresh one, which would "
+            f"raise the val loss without opening a gap; that needs the same runs on a corpus larger than the tokens "
+            f"they take.")
+
+
+def span_signed(values) -> str:
+    """'+0.0254' or '+0.0254 to +0.0660' (the least and the greatest, at 4 decimals)."""
+    low, high = f"{min(values):+.4f}", f"{max(values):+.4f}"
+    return low if low == high else f"{low} to {high}"
+
+
+def span_plain(values) -> str:
+    """'0.0458' or '0.0458 to 0.0760'."""
+    low, high = f"{min(values):.4f}", f"{max(values):.4f}"
+    return low if low == high else f"{low} to {high}"
+
+
+def rereading_lines(runs: list[Run]) -> list[str]:
+    """The "Re-reading the corpus" subsection: its definitions, table and sentence."""
+    rows = rereading_rows(runs)
+    windows = sorted({r["window"] for r in rows})
+    window = f"(S - {windows[0]}, S]" if len(windows) == 1 else "(S - VAL_LOSS_EVERY, S]"
+    lines = ["### Re-reading the corpus", "",
+             "A run that takes more steps re-reads more of the corpus (the epochs column). If re-reading turned into "
+             "memorisation, the training loss would fall below the validation loss as the epochs grow. The gap at a "
+             f"validation step S is val_loss(S) minus the mean of the train losses logged at steps in {window} (each "
+             "measured on its batch before that step's update; the mean evens out the batches' documents); positive: "
+             "the training batches are fit better than held-out text. First epoch: the last validation before epoch "
+             "1.0, the epoch at step S being S x train_tokens_seen / (steps x train_tokens); end: the last "
+             "validation. Noise: twice the standard error of the change (end minus first epoch), from the scatter of "
+             "the train losses in the two windows (the validation set is fixed). Default kernels, finished runs.", ""]
+    if not rows:
+        return lines + ["No finished default-kernel run has logged a validation with train losses before it yet.", ""]
+    devices = len({r["run"].device for r in rows}) > 1
+
+    def at(p: dict | None) -> str:
+        return "–" if p is None else f"{p['step']} ({p['epoch']:.3f})"
+
+    def gap(p: dict | None) -> str:
+        return "–" if p is None else f"{p['gap']:+.4f}"
+
+    table = []
+    for r in rows:
+        run = r["run"]
+        widest = r["widest"]
+        table.append([run.model, run.seq_len, run.seed] + ([run.device] if devices else []) + [
+            fmt(r["epochs"], 3), at(r["first"]), gap(r["first"]), at(r["end"]), gap(r["end"]),
+            "–" if r["change"] is None else f"{r['change']:+.4f}", fmt(r["noise"]),
+            "–" if widest is None else f"{widest['gap']:+.4f} (step {widest['step']})"])
+    lines += markdown_table(["model", "context", "seed"] + (["device"] if devices else []) + [
+        "epochs", "first-epoch step (epoch)", "gap there", "end step (epoch)", "gap at end", "change", "noise",
+        "gap furthest from 0 from epoch 1 on"], table) + [""]
+    return lines + [rereading_sentence(rows), ""]
+
+
 def pick_headline(groups: list[Group], seq_len: int, model: str = SUBMIT_MODEL) -> Group | None:
     """The default-kernel group of `model` at `seq_len`; among devices, the one with most seeds."""
     candidates = [g for g in groups if g.model == model and g.seq_len == seq_len and g.variant == "default"]
@@ -850,6 +1052,9 @@ def build_section(runs: list[Run], skipped: list[str], groups: list[Group], curv
         reading = steps_sentences(step_rows) + [steps_or_learning_sentence(step_rows)]
         lines += [" ".join(r for r in reading if r), ""] if any(reading) else []
     lines += [crossover_sentence(comps), ""]
+
+    # Re-reading the corpus: does it show as memorisation?
+    lines += rereading_lines(runs)
 
     # val_bpb by step at the curve context.
     lines += [f"### val_bpb by step at context {curve_ctx}", ""]

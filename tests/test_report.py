@@ -823,3 +823,197 @@ def test_wallclock_capped_and_killed_runs_from_the_launchers(tmp_path):
     assert row(found["Speed, steps, data seen, memory and artifact size"], model="baseline", context=8192)["runs"] == "1"
     assert "Wall-clock budget: 15 s, 20 s." in section_of(result["readme"])
     assert not result["submission"].exists()  # no finished hybrid
+
+
+# ------------------------------------------------------------------ re-reading the corpus
+
+
+def rereading_log(logs: Path, name: str, seed: int, val: dict, train: dict, steps: int, tokens_per_step: int,
+                  train_tokens: int, val_every: int, shards_line: bool = True) -> Path:
+    """A copy of a real fixture log (baseline, 256 context, seed 1) with its run_id, seed, VAL_LOSS_EVERY, training
+    tokens and step lines replaced by these: val {step: val_loss}, train {step: train_loss}, `steps` steps of
+    `tokens_per_step` tokens each from `train_tokens` training tokens (train_tokens_seen and epochs as the trainer
+    logs them). Without shards_line, the train_shards line is left out, as in logs from before it was parsed."""
+    source = sorted(FIXTURE_LOGS.glob("baseline_256_seed1_*.txt"))[0]
+    text = source.read_text(encoding="utf-8").replace(source.stem, name)
+    text = text.replace("config val_loss_every:5\n", f"config val_loss_every:{val_every}\n")
+    text = text.replace("config seed:1\n", f"config seed:{seed}\n").replace("\nseed:1\n", f"\nseed:{seed}\n")
+    shards = re.search(r"^train_shards:1 train_tokens:\d+ val_tokens:\d+\n", text, re.M)[0]
+    text = text.replace(shards, f"train_shards:1 train_tokens:{train_tokens} val_tokens:25088\n" if shards_line else "")
+    lines = []
+    for step in sorted(set(val) | set(train)):
+        if step in train:
+            lines.append(f"step:{step}/{steps} train_loss:{train[step]:.4f} train_time:{step * 100}ms "
+                         f"step_avg:100.00ms")
+        if step in val:
+            lines.append(f"step:{step}/{steps} val_loss:{val[step]:.4f} val_bpb:{val[step] / 1.7:.4f} "
+                         f"train_time:{step * 100}ms step_avg:100.00ms")
+    seen = steps * tokens_per_step
+    lines.append(f"train_tokens_seen:{seen} epochs:{seen / train_tokens:.3f}")
+    start = text.index("\nstep:0/20 val_loss:") + 1
+    end = text.index("\ntrain_tokens_seen:", start) + 1
+    text = text[:start] + "\n".join(lines) + text[text.index("\n", end):]
+    path = logs / f"{name}.txt"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# 40 steps of 10,000 tokens from 100,001 training tokens: 3.99996 epochs, logged as 4.000; validations every 10
+# steps, train losses every 5. Window means 3.4, 2.6, 2.3, 2.25 (standard errors |a - b| / 2 of two losses a, b:
+# 0.1, 0.1, 0.1, 0.05); gaps -0.4, 0.0, +0.2, +0.15.
+SYNTH_VAL = {0: 7.0, 10: 3.0, 20: 2.6, 30: 2.5, 40: 2.4}
+SYNTH_TRAIN = {5: 3.5, 10: 3.3, 15: 2.7, 20: 2.5, 25: 2.2, 30: 2.4, 35: 2.3, 40: 2.2}
+
+
+def test_rereading_gap_from_a_synthetic_log(tmp_path):
+    """The gap, first-epoch and end steps, noise and range, from a log in the trainer's format with known numbers.
+    Step 10 is at epoch 10 x 400,000 / (40 x 100,001) = 0.99999, so it is the first epoch's last validation; by the
+    logged epochs (4.000 x 10 / 40 = 1.0) it would not be. The train loss at step 10 is outside step 20's window."""
+    import report as module
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    path = rereading_log(logs, "baseline_256_seed3_20261201_000000", 3, SYNTH_VAL, SYNTH_TRAIN, steps=40,
+                         tokens_per_step=10_000, train_tokens=100_001, val_every=10)
+    run = module.parse_log(path)
+    assert (run.train_tokens, run.tokens_seen, run.epochs, run.seed) == (100_001, 400_000, 4.0, 3)
+    gaps = module.rereading_row(run)
+    assert gaps["window"] == 10
+    assert gaps["first"]["step"] == 10 and gaps["first"]["epoch"] == 10 * 400_000 / (40 * 100_001)
+    assert gaps["end"]["step"] == 40 and gaps["end"]["epoch"] == 40 * 400_000 / (40 * 100_001)
+    assert (gaps["first"]["gap"], gaps["end"]["gap"]) == (-0.4, 0.15)
+    assert gaps["change"] == 0.55
+    assert gaps["noise"] == round(2 * (0.1 ** 2 + 0.05 ** 2) ** 0.5, 8) == 0.2236068
+    assert (gaps["widest"]["step"], gaps["widest"]["gap"]) == (30, 0.2)
+    assert (gaps["low"], gaps["high"]) == (0.0, 0.2)
+    assert gaps["fall_first"] == (0, 4.0) and gaps["fall_end"] == (30, 0.1)
+    # Logs without the train_shards line: the logged epochs, so step 10 reads as epoch 1.0 and no validation is in
+    # the first epoch.
+    old_dir = tmp_path / "old"
+    old_dir.mkdir()
+    old = module.parse_log(rereading_log(old_dir, "baseline_256_seed3_20261201_000000", 3, SYNTH_VAL, SYNTH_TRAIN,
+                                         steps=40, tokens_per_step=10_000, train_tokens=100_001, val_every=10,
+                                         shards_line=False))
+    assert old.train_tokens is None
+    old_gaps = module.rereading_row(old)
+    assert old_gaps["first"] is None and old_gaps["change"] is None and old_gaps["end"]["epoch"] == 4.0
+    assert [module.epoch_at(old, s) for s in (10, 20)] == [1.0, 2.0]
+
+    # Through the command: the row in the README (the fixture's other logs stop within their first epoch).
+    shutil.copytree(FIXTURE_LOGS, logs, dirs_exist_ok=True)
+    section = section_of(run_report(tmp_path / "out", logs=logs)["readme"])
+    found = tables(section)["Re-reading the corpus"]
+    assert len(found) == 9  # the fixture's 8 default-kernel runs and this one
+    assert row(found, model="baseline", context=256, seed=3) == {
+        "model": "baseline", "context": "256", "seed": "3", "epochs": "4.000",
+        "first-epoch step (epoch)": "10 (1.000)",  # 0.99999 at 3 decimals
+        "gap there": "-0.4000", "end step (epoch)": "40 (4.000)", "gap at end": "+0.1500", "change": "+0.5500",
+        "noise": "0.2236", "gap furthest from 0 from epoch 1 on": "+0.2000 (step 30)"}
+    assert "It does in the baseline at 256 (seed 3): in the run with the most epochs" in section
+
+
+def test_rereading_on_the_fixture_logs(report):
+    """The fixture's runs stop at 0.25 epochs: a row per default-kernel run (the non-default one left out), no
+    change to measure, and the sentence says there is nothing to look for."""
+    rows = report["tables"]["Re-reading the corpus"]
+    expected = sorted((f["model"], str(f["ctx"]), str(f["seed"])) for f in fixture_facts()
+                      if f["sdpa_requested"] == "auto")
+    assert sorted((r["model"], r["context"], r["seed"]) for r in rows) == expected
+    assert all(r["change"] == "–" and r["first-epoch step (epoch)"] == r["end step (epoch)"] for r in rows)
+    assert ("No run re-reads the corpus (each stops within its first epoch), so there is no memorisation to look "
+            "for.") in section_of(report["readme"])
+
+
+def rereading_run(model: str, seed: int, steps: int, tokens_per_step: int, points: dict, finished: bool = True,
+                  extra: dict | None = None, initial: float = 7.0):
+    """A run as parsed from a log (8k context, 100 training tokens, validation every 10 steps): points
+    {step: (val_loss, gap, standard error)} become a validation at the step and two train losses in its window,
+    mean val_loss - gap apart by 2 x the standard error (at step - 5 and step). Plus a validation at step 0
+    (initial)."""
+    import report as module
+
+    val, train = [(0, initial, 4.1, 0.0)], []
+    for step, (loss, gap, se) in sorted(points.items()):
+        mean_train = loss - gap
+        train += [(step - 5, 0.0, 100.0, round(mean_train + se, 8)), (step, 0.0, 100.0, round(mean_train - se, 8))]
+        val.append((step, loss, loss / 1.7, step * 100.0))
+    tokens = steps * tokens_per_step
+    return module.Run(file=f"{model}_{seed}.txt", run_id=f"{model}_8192_seed{seed}", model=model, seq_len=8192,
+                      seed=seed, config={"val_loss_every": 10, "sdpa_backend": "auto", "grad_accum_requested": 0,
+                                         **(extra or {})},
+                      train=train, val=val, stopped_early_step=steps, tokens_seen=tokens, train_tokens=100,
+                      epochs=round(tokens / 100, 3), final_val_bpb=1.3 if finished else None)
+
+
+TAIL = (" What the gap does not test: whether a repeated token teaches less than a fresh one, which would raise the val "
+        "loss without opening a gap; that needs the same runs on a corpus larger than the tokens they take.")
+HEAD = ("Memorisation would show as the gap growing from the first epoch to the end by more than its noise (the model "
+        "fitting the text it re-reads better than held-out text).")
+
+
+def rereading_text(runs) -> str:
+    import report as module
+
+    return module.rereading_sentence(module.rereading_rows(runs))
+
+
+def test_rereading_sentence_no_memorisation():
+    """(a) The gap moves by less than its noise: the baseline (9 tokens a step: epochs 0.9 at step 10, 3.6 at step 40)
+    rises by +0.0400 against 2 x sqrt(0.02^2 + 0.02^2) = 0.0566; the hybrid (stopped at step 27, 2.43 epochs) falls
+    by -0.0150. Its val loss falls by 4.0 over steps 0-10 and 0.02 over 30-40: the lag clause. Non-default and
+    unfinished runs, whatever their gap, are not judged."""
+    base = rereading_run("baseline", 1, 40, 9, {10: (3.0, -0.02, 0.02), 20: (2.6, 0.01, 0.02), 30: (2.5, -0.03, 0.02),
+                                               40: (2.48, 0.02, 0.02)})
+    hyb = rereading_run("hybrid", 1, 27, 9, {10: (2.9, 0.01, 0.02), 20: (2.6, 0.03, 0.02), 27: (2.55, -0.005, 0.02)})
+    memorising = {10: (3.0, -0.02, 0.02), 40: (2.4, 0.5, 0.02)}
+    others = [rereading_run("hybrid", 2, 40, 9, memorising, extra={"sdpa_backend": "math"}),
+              rereading_run("baseline", 2, 40, 9, memorising, finished=False)]
+    assert rereading_text([hyb, base] + others) == HEAD + (
+        " It does in no run: in the run with the most epochs, the baseline at 8k (seed 1, 3.600 epochs), the gap goes "
+        "from -0.0200 at step 10 (epoch 0.900) to +0.0200 at step 40 (+0.0400 against a noise of 0.0566), and from "
+        "epoch 1 on it stays between -0.0300 and +0.0200. So reading the corpus up to 3.600 times shows no sign of "
+        "memorisation that stands out from the noise. The gap does rise in 1 of 2 runs (by +0.0400), by less than "
+        "its noise (0.0566): a real rise of that size could hide in the noise; part of it is the lag of the "
+        "train-loss mean while the loss still falls fast (in the run with the most epochs the val loss falls by "
+        "4.0000 from step 0 to 10, against 0.0200 from step 30 to 40).") + TAIL
+    # A rise within the noise while the val loss falls faster at the end than in the first epoch: no lag clause.
+    slow = rereading_run("baseline", 1, 40, 9, {10: (3.0, -0.02, 0.02), 30: (2.9, 0.0, 0.02), 40: (2.8, 0.02, 0.02)},
+                         initial=3.01)
+    assert rereading_text([slow]).endswith("noise. The gap does rise (by +0.0400), by less than its noise (0.0566): a "
+                                           "real rise of that size could hide in the noise." + TAIL)
+    # No rise anywhere: no clause on rises.
+    flat = rereading_run("baseline", 1, 40, 9, {10: (3.0, 0.02, 0.02), 40: (2.48, 0.02, 0.02)})
+    assert rereading_text([flat]).endswith("shows no sign of memorisation that stands out from the noise." + TAIL)
+
+
+def test_rereading_sentence_memorisation():
+    """(b) The train loss falls well below the val loss late in the baseline: the gap goes from -0.0200 to +0.3000
+    (+0.3200 against 0.0566), growing at each validation; the hybrid's stays within its noise. The baseline has the
+    most epochs."""
+    base = rereading_run("baseline", 1, 40, 9, {10: (3.0, -0.02, 0.02), 20: (2.7, 0.1, 0.02), 30: (2.6, 0.2, 0.02),
+                                               40: (2.6, 0.3, 0.02)})
+    hyb = rereading_run("hybrid", 1, 27, 9, {10: (2.9, 0.01, 0.02), 27: (2.55, -0.005, 0.02)})
+    assert rereading_text([base, hyb]) == HEAD + (
+        " It does in the baseline at 8k (seed 1): in the run with the most epochs, the baseline at 8k (seed 1, 3.600 "
+        "epochs), the gap goes from -0.0200 at step 10 (epoch 0.900) to +0.3000 at step 40 (+0.3200 against a noise "
+        "of 0.0566), and from epoch 1 on it stays between +0.1000 and +0.3000. So re-reading the corpus shows as "
+        "memorisation.") + TAIL
+    # Both memorise: both named, the one with the most epochs described.
+    hyb = rereading_run("hybrid", 1, 27, 9, {10: (2.9, 0.01, 0.02), 27: (2.55, 0.2, 0.02)})
+    assert rereading_text([base, hyb]).startswith(
+        HEAD + " It does in the baseline at 8k (seed 1) and the hybrid at 8k (seed 1): in the run with the most epochs, "
+        "the baseline at 8k (seed 1, 3.600 epochs)")
+
+
+def test_rereading_sentence_cannot_judge():
+    """Re-reading runs without a gap in their first epoch (a validation only at the end, like the GPU smoke logs),
+    or with one train loss per window: no verdict."""
+    import report as module
+
+    run = rereading_run("baseline", 1, 40, 9, {40: (2.48, 0.02, 0.02)})
+    assert rereading_text([run]).startswith("The runs that re-read the corpus have no gap in their first epoch")
+    one = rereading_run("baseline", 1, 40, 9, {10: (3.0, 0.0, 0.0), 40: (2.48, 0.02, 0.0)})
+    one.train = [p for p in one.train if p[0] % 10 == 0]  # one train loss per window
+    row = module.rereading_row(one)
+    assert row["change"] == 0.02 and row["noise"] is None
+    assert rereading_text([one]).startswith("The runs that re-read the corpus have no gap in their first epoch")
