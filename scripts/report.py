@@ -978,11 +978,17 @@ def fmt_budget(budget: float | None) -> str:
     return "uncapped (ITERATIONS)" if budget <= 0 else f"{budget:g} s"
 
 
-def run_label(run: Run) -> str:
+def run_label(run: Run, short: bool = False) -> str:
+    """'hybrid seed 1337', with the variant in brackets; short (plot legends): the published kernel settings
+    named as such, since their full label is wider than a panel."""
     label = f"{run.model} seed {run.seed}"
     if run.variant != "default":
-        label += f" [{run.variant}]"
+        label += f" [{variant_name(run.variant) if short else run.variant}]"
     return label
+
+
+def variant_name(variant: str) -> str:
+    return PUBLISHED_SUFFIX.strip(" ()") if is_published_kernels(variant) else variant
 
 
 def build_section(runs: list[Run], skipped: list[str], groups: list[Group], curve_ctx: int, plot_paths: dict,
@@ -1218,8 +1224,8 @@ def make_plots(runs: list[Run], groups: list[Group], plots_dir: Path) -> None:
                     i = shade.get(r.model, 0)
                     shade[r.model] = i + 1
                     colors = MODEL_COLORS.get(r.model, ("#444444",))
-                    style = "-" if r.counted else ":"
-                    label = run_label(r) + ("" if r.counted else f" ({r.status})")
+                    style = (":" if not r.counted else "-" if r.variant == "default" else "--")
+                    label = run_label(r, short=True) + ("" if r.counted else f" ({r.status})")
                     ax.plot([p[3] / 1000.0 for p in r.val], [p[2] for p in r.val], style, marker="o", markersize=3,
                             color=colors[i % len(colors)], label=label)
                 ax.set_xlabel("training time (s)")
@@ -1246,7 +1252,7 @@ def make_plots(runs: list[Run], groups: list[Group], plots_dir: Path) -> None:
         for n, ((model, variant, device), gs) in enumerate(sorted(series.items(), key=lambda kv: (
                 model_rank(kv[0][0]), variant_rank(kv[0][1]), kv[0][2]))):
             gs.sort(key=lambda g: g.seq_len)
-            label = model + ("" if variant == "default" else f" [{variant}]") + (f" ({device})" if len(
+            label = model + ("" if variant == "default" else f" [{variant_name(variant)}]") + (f" ({device})" if len(
                 {g.device for g in groups}) > 1 else "")
             colors = MODEL_COLORS.get(model, ("#444444",))
             ax.plot([g.seq_len for g in gs], [g.mean("ms_per_step") for g in gs], "-" if variant == "default" else "--",

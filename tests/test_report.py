@@ -1017,3 +1017,18 @@ def test_rereading_sentence_cannot_judge():
     row = module.rereading_row(one)
     assert row["change"] == 0.02 and row["noise"] is None
     assert rereading_text([one]).startswith("The runs that re-read the corpus have no gap in their first epoch")
+
+
+def test_plot_legends_name_the_published_kernels_short():
+    """Legends say 'published kernels' (the full settings label is wider than a plot panel); tables keep the
+    full label; a variant with anything besides the published settings keeps its own label in both."""
+    import report as module
+
+    published = hybrid_published_32k()
+    assert module.run_label(published) == f"hybrid seed 1337 [{published.variant}]"
+    assert "SDPA_BACKEND=flash" in published.variant
+    assert module.run_label(published, short=True) == "hybrid seed 1337 [published kernels]"
+    assert module.run_label(default_32k()[0], short=True) == "baseline seed 42"
+    other = run_32k("hybrid", 1337, 1189.73, 505, 1.434, published=True, extra={"fused_projections": True})
+    assert other.variant != published.variant
+    assert module.run_label(other, short=True) == module.run_label(other) == f"hybrid seed 1337 [{other.variant}]"
