@@ -301,3 +301,29 @@ def test_device_gpu_checks_runs_every_step_with_settings_the_trainers_read(tmp_p
             "NUM_KV_HEADS", "SDPA_BACKEND"} <= checked
     benches = [argv for argv in calls if argv[0].endswith("bench_step_time.py") and "--arm" in argv]
     assert len(benches) == 2 and all(argv.count("--arm") >= 2 for argv in benches)  # both arms in one process
+
+
+def test_device_poll_logs_returns_run_logs_and_check_results(tmp_path):
+    """poll_logs.sh: the run logs, their stdout files and gpu_checks.sh's JSON results (not its raw logs or traces,
+    since a device call returns at most 8 files) land in $OUT; WANT=1 returns as soon as one run has finished."""
+    device_tmp, out = tmp_path / "device", tmp_path / "out"
+    (device_tmp / "logs").mkdir(parents=True)
+    (device_tmp / "checks" / "logs").mkdir(parents=True)
+    out.mkdir()
+    (device_tmp / "logs" / "hybrid_32768_seed42_x.txt").write_text(
+        "step:10/20000 train_loss:5.9 train_time:9000ms step_avg:900.00ms\n"
+        "final_int8_zlib_roundtrip_exact val_loss:2.3 val_bpb:1.37\n")
+    (device_tmp / "logs" / "stdout_hybrid_32768_42.out").write_text("")
+    (device_tmp / "logs" / "queue.out").write_text("start hybrid 32768 42\n")
+    (device_tmp / "checks" / "bench_fast.json").write_text("{}")
+    (device_tmp / "checks" / "bench_fast.out").write_text("raw")
+    (device_tmp / "checks" / "logs" / "compare_default.txt").write_text("raw")
+    (device_tmp / "checks.out").write_text("04:44:00 start bench_fast\n")
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "DEVICE_TMP": str(device_tmp), "OUT": str(out)}
+    proc = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "device" / "poll_logs.sh"), "60", "1"], env=env,
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0 or "nvidia-smi" in proc.stderr, proc.stderr
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+        "checks/bench_fast.json", "checks/checks.out", "hybrid_32768_seed42_x.txt", "queue.out",
+        "stdout_hybrid_32768_42.out"]
+    assert "start bench_fast" in proc.stdout and "val_bpb:1.37" in proc.stdout

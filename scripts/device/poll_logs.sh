@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # For this team's sessions on the lent H100: waits up to MAXSEC (or until WANT runs have written
-# their final round-trip line), then copies the logs into $OUT and prints where each run is.
+# their final round-trip line), then copies the logs (and gpu_checks.sh's JSON results, if any) into $OUT
+# and prints where each run is.
 # The machine is given back 30 s after a call ends: call this again at once, every time.
 # Usage: bash /tmp/q/poll_logs.sh MAXSEC [WANT]
 set -uo pipefail
@@ -13,6 +14,15 @@ while (( SECONDS < end )); do
     sleep 10
 done
 cp "$T"/logs/*.txt $T/logs/*.out "$OUT"/ 2> /dev/null
+# gpu_checks.sh results chained after a run: each step's JSON (a bench rewrites its JSON after every
+# configuration, so a machine given back mid-step still returns what was measured) and the steps' log.
+# Only these: a call returns at most 8 files.
+if [[ -d "$T/checks" ]]; then
+    mkdir -p "$OUT/checks"
+    cp "$T"/checks/*.json "$OUT/checks/" 2> /dev/null
+    cp "$T/checks.out" "$OUT/checks/" 2> /dev/null
+    tail -3 "$T/checks.out" 2> /dev/null
+fi
 cat $T/logs/queue.out 2> /dev/null
 for f in $T/logs/*.txt; do
     echo "== $f"
