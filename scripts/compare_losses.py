@@ -17,7 +17,10 @@ The first arm is the reference. Printed: the losses side by side with each arm's
 |difference| from the reference, and each arm's ms/step as the median (min-max) of the per-step
 train_time increments after --skip-steps (the first steps of a fresh process are slower).
 --out-json writes the same numbers; --max-abs-diff makes the exit status 1 when an arm's largest
-difference exceeds it (the losses are logged with 4 decimals).
+difference exceeds it (the losses are logged with 4 decimals). --from-json FILE prints the tables of
+such a file again, from the losses and step times it holds (nothing runs). "vs first arm" is the ratio
+of medians; each arm is its own process, and two processes of one setting differed by ~5% on the H100,
+so for step times that matter use scripts/bench_step_time.py --arm (one process, paired blocks).
 """
 
 from __future__ import annotations
@@ -99,6 +102,10 @@ def summarize(arms: list[dict], skip_steps: int) -> None:
         times = step_times(arm, skip_steps)
         arm["ms_per_step"] = statistics.median(times) if times else None
         arm["ms_per_step_range"] = [min(times), max(times)] if times else None
+    for arm in arms:  # one process per arm: ~5% between two processes of one setting on the H100 is noise
+        ref_ms = reference["ms_per_step"]
+        arm["ms_ratio_vs_reference"] = (arm["ms_per_step"] / ref_ms if arm["ms_per_step"] is not None and ref_ms
+                                        else None)
 
 
 def print_tables(arms: list[dict]) -> None:
@@ -111,29 +118,55 @@ def print_tables(arms: list[dict]) -> None:
     for a in arms:
         timing = "-" if a["ms_per_step"] is None else (
             f"{a['ms_per_step']:.1f} ({a['ms_per_step_range'][0]:.1f}-{a['ms_per_step_range'][1]:.1f})")
+        ratio = a.get("ms_ratio_vs_reference")
         rows.append([a["name"], ",".join(f"{k}={v}" for k, v in a["settings"].items()) or "(unchanged)",
                      f"{a['world_size']}x{a['grad_accum_steps']}", f"{a['max_abs_diff']:.4f}",
-                     f"{a['mean_abs_diff']:.4f}", timing,
+                     f"{a['mean_abs_diff']:.4f}", timing, "-" if ratio is None else f"{ratio:.2f}",
                      a["peak_alloc_mib"] if a["peak_alloc_mib"] is not None else "-"])
     print("\n".join(markdown_table(["arm", "settings", "world size x micro-steps", "max abs diff", "mean abs diff",
-                                     "ms/step median (min-max)", "peak MiB"], rows)))
+                                     "ms/step median (min-max)", "vs first arm", "peak MiB"], rows)))
+
+
+def print_saved(path: Path, skip_steps: int) -> int:
+    """The tables of a saved --out-json file, recomputed from the losses and step times it holds."""
+    if not path.is_file():
+        raise SystemExit(f"error: --from-json {path}: no such file")
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    arms = doc.get("arms") or []
+    if not arms:
+        raise SystemExit(f"error: {path} holds no arms (not a compare_losses.py --out-json file?)")
+    summarize(arms, skip_steps)
+    print(f"trainer {doc.get('trainer')}, {doc.get('steps')} steps, shared settings: "
+          + ",".join(f"{k}={v}" for k, v in (doc.get("env") or {}).items()) + f" (from {path})")
+    print_tables(arms)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trainer", required=True, help="train_gpt.py or train_gpt_gdn.py")
-    parser.add_argument("--arm", type=parse_arm, action="append", required=True,
+    parser.add_argument("--from-json", metavar="RESULTS.json",
+                        help="print the tables of an earlier --out-json file (its arms' logged losses and step "
+                             "times) and exit; nothing runs")
+    parser.add_argument("--trainer", help="train_gpt.py or train_gpt_gdn.py")
+    parser.add_argument("--arm", type=parse_arm, action="append",
                         help="NAME:KEY=VALUE[,KEY=VALUE...]; the first arm is the reference; NPROC=N uses torchrun")
     parser.add_argument("--env", type=parse_env, action="append", default=[], help="KEY=VALUE for every arm")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--skip-steps", type=int, default=5, help="steps left out of ms/step")
-    parser.add_argument("--data-path", required=True)
-    parser.add_argument("--tokenizer-path", required=True)
+    parser.add_argument("--data-path")
+    parser.add_argument("--tokenizer-path")
     parser.add_argument("--log-dir", default="logs", help="where the arms' trainer logs go")
     parser.add_argument("--out-json")
     parser.add_argument("--max-abs-diff", type=float)
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per arm")
     args = parser.parse_args(argv)
+    if args.from_json:
+        return print_saved(Path(args.from_json), args.skip_steps)
+    missing = [flag for flag, value in (("--trainer", args.trainer), ("--arm", args.arm),
+                                        ("--data-path", args.data_path), ("--tokenizer-path", args.tokenizer_path))
+               if not value]
+    if missing:
+        parser.error(f"the following arguments are required without --from-json: {', '.join(missing)}")
 
     trainer = (REPO_ROOT / args.trainer).resolve()
     if not trainer.is_file():

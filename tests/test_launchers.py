@@ -327,3 +327,18 @@ def test_device_poll_logs_returns_run_logs_and_check_results(tmp_path):
         "checks/bench_fast.json", "checks/checks.out", "hybrid_32768_seed42_x.txt", "queue.out",
         "stdout_hybrid_32768_42.out"]
     assert "start bench_fast" in proc.stdout and "val_bpb:1.37" in proc.stdout
+
+
+def test_compare_losses_names_what_is_missing(tmp_path):
+    """compare_losses.py: without --from-json the run's arguments are required and named; a missing or foreign
+    --from-json file is an error that names it."""
+    script = [sys.executable, str(REPO_ROOT / "scripts" / "compare_losses.py")]
+    proc = subprocess.run(script + ["--trainer", "train_gpt.py"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--arm, --data-path, --tokenizer-path" in proc.stderr
+    proc = subprocess.run(script + ["--from-json", str(tmp_path / "nosuch.json")], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 1 and "nosuch.json: no such file" in proc.stderr
+    other = tmp_path / "bench.json"
+    other.write_text(json.dumps({"schema": "bench_step_time/1", "results": []}))
+    proc = subprocess.run(script + ["--from-json", str(other)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "holds no arms" in proc.stderr

@@ -344,7 +344,16 @@ def compare_losses(tiny_data, tmp_path, trainer: str, arms: list[str], extra_env
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=700)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| arm | settings |" in result.stdout
-    return json.loads(out.read_text(encoding="utf-8"))
+    doc = json.loads(out.read_text(encoding="utf-8"))
+    reference = doc["arms"][0]["ms_per_step"]
+    for arm in doc["arms"]:
+        assert arm["ms_ratio_vs_reference"] == pytest.approx(arm["ms_per_step"] / reference)
+    # --from-json prints the same tables from the saved file alone (how a checks folder's tables are regenerated).
+    again = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "compare_losses.py"), "--from-json", str(out),
+                            "--skip-steps", "1"], capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.split("| step |", 1)[1] == result.stdout.split("| step |", 1)[1]
+    return doc
 
 
 def compare_world_sizes(tiny_data, tmp_path, extra_env: dict) -> dict:
