@@ -264,28 +264,22 @@ def sync(device: torch.device) -> None:
 
 @dataclass
 class Prepared:
-    """One arm of one configuration, built and warmed up: what its timed blocks need."""
+    """One arm of one configuration, built and warmed up: what its timed blocks need (the step closure holds
+    the model and optimizers)."""
     trainer: object
     h: object
-    model: torch.nn.Module
-    base_model: torch.nn.Module
-    optimizers: list
     step: object  # () -> loss of one optimizer step
     record: dict
     peak_bytes: int = 0
 
 
 def apply_sdpa_settings(prepared: Prepared, device: torch.device) -> None:
-    """Restore this arm's process-wide attention settings (the trainer keeps them in torch.backends and a
-    module global): arms of one run may choose different backends or head layouts."""
-    prepared.trainer.SDPA_EXPAND_KV = prepared.record["expand_kv"]
-    if device.type == "cuda":
-        backend = prepared.record["sdpa_backend"]
-        for name, enable in (("cudnn", torch.backends.cuda.enable_cudnn_sdp),
-                             ("flash", torch.backends.cuda.enable_flash_sdp),
-                             ("efficient", torch.backends.cuda.enable_mem_efficient_sdp),
-                             ("math", torch.backends.cuda.enable_math_sdp)):
-            enable(name == backend)
+    """Restore this arm's process-wide attention settings (torch.backends' enabled SDPA backend and the trainer's
+    SDPA_EXPAND_KV global) through the trainer's own choose_sdpa_backend, asked for the backend the arm got:
+    arms of one run may choose different backends or head layouts."""
+    h = prepared.h
+    _, prepared.trainer.SDPA_EXPAND_KV = prepared.trainer.choose_sdpa_backend(
+        prepared.record["sdpa_backend"], h.model_dim // h.num_heads, h.num_heads, h.num_kv_heads, device)
 
 
 def prepare_config(model_name: str, env: dict[str, str], device: torch.device, warmup: int, record: dict,
@@ -349,7 +343,7 @@ def prepare_config(model_name: str, env: dict[str, str], device: torch.device, w
     record["warmup_s"] = round(time.perf_counter() - t_warm, 3)
     record["block_s"], record["block_ms_per_step"] = [], []
     log(f"  warm-up: {warmup} steps in {record['warmup_s']:.1f} s (compile/autotune, untimed)")
-    return Prepared(trainer, h, model, base_model, optimizers, step, record)
+    return Prepared(trainer, h, step, record)
 
 
 def time_block(prepared: Prepared, steps: int, device: torch.device) -> float:
@@ -375,7 +369,7 @@ def time_block(prepared: Prepared, steps: int, device: torch.device) -> float:
 
 
 def finish_config(prepared: Prepared, device: torch.device, log, profile_n: int = 0,
-                  trace_path: Path | None = None) -> None:
+                  trace_path: Path | None = None, show_arm: bool = False) -> None:
     """After the timed blocks: the clock reading and, with profile_n, the profiled steps."""
     record = prepared.record
     if device.type == "cuda":
@@ -383,7 +377,7 @@ def finish_config(prepared: Prepared, device: torch.device, log, profile_n: int 
     if profile_n > 0:
         apply_sdpa_settings(prepared, device)
         record["profile"] = profile_steps(prepared.step, profile_n, device, trace_path)
-        log(profile_text(record))
+        log(profile_text(record, show_arm))
 
 
 def run_arms(model_name: str, context: int, arms: list[tuple[str, dict[str, str]]], shared: dict[str, str],
@@ -392,55 +386,58 @@ def run_arms(model_name: str, context: int, arms: list[tuple[str, dict[str, str]
     again (switching arms may recompile), then the timed blocks round-robin (block 1 of every arm, then
     block 2, ...) so that clock and thermal drift fall on all arms alike. Returns one record per arm."""
     records, live = [], {}
+    several = len(arms) > 1
+
+    def survive(name: str, action) -> None:
+        """Run one arm's action; a failure marks that arm failed and drops it, the others go on."""
+        try:
+            action()
+        except Exception as exc:  # noqa: BLE001 - one failing arm must not stop the others
+            fail(live.pop(name).record, exc, log, several)
+
     for arm_name, arm_env in arms:
         env = config_env(model_name, context, args.tiny, {**shared, **arm_env})
         record = {"model": model_name, "trainer": MODELS[model_name] + ".py", "context": context,
                   "arm": arm_name, "arm_env": dict(arm_env), "device_type": device.type, "env": env,
                   "status": "running"}
         records.append(record)
-        if len(arms) > 1:
+        if several:
             log(f"  arm {arm_name}: {' '.join(f'{k}={v}' for k, v in arm_env.items()) or '(unchanged)'}")
         try:
             live[arm_name] = prepare_config(model_name, env, device, args.warmup, record, log)
         except Exception as exc:  # noqa: BLE001 - one failing arm must not stop the others
-            fail(record, exc, log)
+            fail(record, exc, log, several)
     if len(live) > 1:
         for name, prepared in list(live.items()):
-            try:
-                apply_sdpa_settings(prepared, device)
-                prepared.step()
-                sync(device)
-            except Exception as exc:  # noqa: BLE001
-                fail(prepared.record, exc, log)
-                del live[name]
+            survive(name, lambda p=prepared: (apply_sdpa_settings(p, device), p.step(), sync(device)))
     for block in range(1, args.repeats + 1):
         for name, prepared in list(live.items()):
-            try:
-                ms = time_block(prepared, args.steps, device)
-                label = f" [{name}]" if len(arms) > 1 else ""
-                log(f"  block {block}/{args.repeats}{label}: {ms:.1f} ms/step")
-            except Exception as exc:  # noqa: BLE001
-                fail(prepared.record, exc, log)
-                del live[name]
-    for name, prepared in live.items():
-        try:
-            trace = None
-            if args.profile_steps > 0 and args.profile_trace_dir is not None:
-                suffix = f"_{name}" if len(arms) > 1 else ""
-                trace = Path(args.profile_trace_dir) / f"trace_{model_name}_{context}{suffix}.json.gz"
-            finish_config(prepared, device, log, args.profile_steps, trace)
-            prepared.record["status"] = "ok"
-        except Exception as exc:  # noqa: BLE001
-            fail(prepared.record, exc, log)
+            def timed(p=prepared):
+                ms = time_block(p, args.steps, device)
+                log(f"  block {block}/{args.repeats}{arm_tag(p.record, several)}: {ms:.1f} ms/step")
+            survive(name, timed)
+    for name, prepared in list(live.items()):
+        trace = None
+        if args.profile_steps > 0 and args.profile_trace_dir is not None:
+            suffix = f"_{name}" if several else ""
+            trace = Path(args.profile_trace_dir) / f"trace_{model_name}_{context}{suffix}.json.gz"
+        survive(name, lambda p=prepared, t=trace: finish_config(p, device, log, args.profile_steps, t, several))
+    for prepared in live.values():
+        prepared.record["status"] = "ok"
     live.clear()
     return records
 
 
-def fail(record: dict, exc: BaseException, log) -> None:
+def fail(record: dict, exc: BaseException, log, show_arm: bool = False) -> None:
     record["status"] = "failed"
     record["error"] = f"{type(exc).__name__}: {exc}".strip()
     record["traceback"] = traceback.format_exc()[-4000:]
-    log(f"  FAILED{' [' + record['arm'] + ']' if record.get('arm') else ''}: {record['error'].splitlines()[0][:300]}")
+    log(f"  FAILED{arm_tag(record, show_arm)}: {record['error'].splitlines()[0][:300]}")
+
+
+def arm_tag(record: dict, show: bool) -> str:
+    """' [arm]' after a configuration's name when a run compares several arms, else ''."""
+    return f" [{record.get('arm', 'default')}]" if show else ""
 
 
 def summarise(record: dict, tiny: bool) -> None:
@@ -599,11 +596,10 @@ def gpu_clocks() -> dict | None:
         return None
 
 
-def profile_text(record: dict) -> str:
+def profile_text(record: dict, show_arm: bool = False) -> str:
     prof = record["profile"]
     unit = "kernel" if record["device_type"] == "cuda" else "operator"
-    arm = f" [{record['arm']}]" if record.get("arm_env") else ""  # an arm with settings of its own
-    head = (f"{record['model']} @ {record['context']}{arm}: {prof['steps']} profiled steps, wall "
+    head = (f"{record['model']} @ {record['context']}{arm_tag(record, show_arm)}: {prof['steps']} profiled steps, wall "
             f"{prof['wall_ms_per_step']:.1f} ms/step (profiler on), {unit} time {prof['busy_ms_per_step']:.1f} ms/step")
     cats = text_table(["category", "ms/step", "share"],
                       [[c["category"], f"{c['ms_per_step']:.1f}", f"{100 * c['share_of_busy']:.1f}%"]
@@ -624,8 +620,7 @@ def fmt(value, spec: str, none: str = "-") -> str:
 
 
 def table_row(r: dict, error_chars: int = 120, show_arm: bool = False) -> list[str]:
-    model = f"{r['model']} [{r.get('arm', 'default')}]" if show_arm else r["model"]
-    base = [model, str(r["context"]), fmt(r.get("batch_tokens"), ","), fmt(r.get("grad_accum_steps"), "d")]
+    base = [r["model"] + arm_tag(r, show_arm), str(r["context"]), fmt(r.get("batch_tokens"), ","), fmt(r.get("grad_accum_steps"), "d")]
     if r.get("status") != "ok":
         error = (r.get("error") or "failed").splitlines()[0]
         return base + [f"FAILED: {error[:error_chars]}"] + ["-"] * 4 + [fmt(r.get("published_ms_per_step"), ".0f"), "-"]
@@ -662,8 +657,7 @@ def bench_markdown(doc: dict) -> str:
     for r in doc["results"]:
         if r.get("sdpa_backend") is None:
             continue
-        arm = f" [{r.get('arm', 'default')}]" if len(arms) > 1 else ""
-        details.append(f"- {r['model']} @ {r['context']}{arm}: sdpa {r['sdpa_backend']} (expand_kv {r.get('expand_kv')}), "
+        details.append(f"- {r['model']} @ {r['context']}{arm_tag(r, len(arms) > 1)}: sdpa {r['sdpa_backend']} (expand_kv {r.get('expand_kv')}), "
                        f"compile {r.get('compile')}, params {fmt(r.get('n_params'), ',')}, attention layers "
                        f"{r.get('attn_layers')}; " + "; ".join(r.get("mixer_lines") or []))
     out = [
@@ -689,8 +683,9 @@ def bench_markdown(doc: dict) -> str:
     ]
     for r in doc["results"]:
         if r.get("profile"):
-            arm = f" [{r.get('arm', 'default')}]" if len(arms) > 1 else ""
-            out += [f"## Where the time goes: {r['model']} @ {r['context']}{arm}", "", "```", profile_text(r), "```", ""]
+            tag = arm_tag(r, len(arms) > 1)
+            out += [f"## Where the time goes: {r['model']} @ {r['context']}{tag}", "", "```",
+                    profile_text(r, len(arms) > 1), "```", ""]
     return "\n".join(out)
 
 
@@ -772,8 +767,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
     log(f"published: one H100 SXM, {PUBLISHED_GRAD_ACCUM} micro-steps. MFU peak {PEAK_FLOPS / 1e12:.0f} TFLOP/s.")
     for r in doc["results"]:
         if r.get("sdpa_backend") is not None:
-            arm = f" [{r['arm']}]" if len(arms) > 1 else ""
-            log(f"{r['model']} @ {r['context']}{arm}: sdpa {r['sdpa_backend']} expand_kv {r.get('expand_kv')} "
+            log(f"{r['model']} @ {r['context']}{arm_tag(r, len(arms) > 1)}: sdpa {r['sdpa_backend']} expand_kv {r.get('expand_kv')} "
                 f"compile {r.get('compile')} | " + " | ".join(r.get("mixer_lines") or []))
     if args.out_json:
         write_json(Path(args.out_json), doc)

@@ -102,8 +102,8 @@ def summarize(arms: list[dict], skip_steps: int) -> None:
         times = step_times(arm, skip_steps)
         arm["ms_per_step"] = statistics.median(times) if times else None
         arm["ms_per_step_range"] = [min(times), max(times)] if times else None
+    ref_ms = reference["ms_per_step"]
     for arm in arms:  # one process per arm: ~5% between two processes of one setting on the H100 is noise
-        ref_ms = reference["ms_per_step"]
         arm["ms_ratio_vs_reference"] = (arm["ms_per_step"] / ref_ms if arm["ms_per_step"] is not None and ref_ms
                                         else None)
 

@@ -568,16 +568,13 @@ def artifact_sentence(runs: list[Run]) -> str:
 def artifact_entry(seq_len: int, runs: list[Run]) -> str:
     """One context's artifact bytes and steps: '14,957,480 at 656 steps (32k)' for one run, and for several
     the ranges over them, '14,957,480-14,957,789 at 656-657 steps (32k, 2 seeds)'."""
-    def span(values: list[int]) -> str:
-        low, high = min(values), max(values)
-        return f"{low:,}" if low == high else f"{low:,}-{high:,}"
-
     label = fmt_ctx(seq_len)
     if len(runs) > 1:
         # Seeds repeat only where one context was run on several devices.
         seeds = {r.seed for r in runs}
         label += f", {len(runs)} {'seeds' if len(seeds) == len(runs) else 'runs'}"
-    return f"{span([r.bytes_total for r in runs])} at {span([r.steps for r in runs])} steps ({label})"
+    return (f"{value_span([r.bytes_total for r in runs], ',', '-')} at "
+            f"{value_span([r.steps for r in runs], ',', '-')} steps ({label})")
 
 
 def crossover_place(hybrid_ahead: dict[int, bool]) -> str:
@@ -608,18 +605,26 @@ def crossover_sentence(comps: list[dict]) -> str:
     return f"Crossover: no single one; the hybrid wins at {', '.join(fmt_ctx(s) for s in wins)} of {tested}."
 
 
+def published_pair(ctx: int) -> tuple[float, float] | None:
+    """The published study at one context: (ms/step ratio hybrid / baseline, val_bpb delta hybrid - baseline), or
+    None where it has no run."""
+    if ctx not in PUBLISHED_VAL_BPB["baseline"] or ctx not in PUBLISHED_MS_PER_STEP["baseline"]:
+        return None
+    return (PUBLISHED_MS_PER_STEP["hybrid"][ctx] / PUBLISHED_MS_PER_STEP["baseline"][ctx],
+            PUBLISHED_VAL_BPB["hybrid"][ctx] - PUBLISHED_VAL_BPB["baseline"][ctx])
+
+
 def published_crossover_rows(step_rows: list[dict]) -> list[dict]:
     """Our default-kernel comparisons at the published contexts beside the published ones: the ms/step ratio
     (hybrid / baseline), the val_bpb delta (hybrid - baseline) and the winner."""
     rows = []
     for e in default_by_context(step_rows):
-        ctx = e["seq_len"]
-        if ctx not in PUBLISHED_VAL_BPB["baseline"]:
+        published = published_pair(e["seq_len"])
+        if published is None:
             continue
-        pub_delta = PUBLISHED_VAL_BPB["hybrid"][ctx] - PUBLISHED_VAL_BPB["baseline"][ctx]
-        rows.append({"seq_len": ctx, "device": e["device"], "ms_ratio": e["ms_ratio"],
-                     "pub_ms_ratio": PUBLISHED_MS_PER_STEP["hybrid"][ctx] / PUBLISHED_MS_PER_STEP["baseline"][ctx],
-                     "delta": e["delta"], "pub_delta": pub_delta, "winner": e["winner"],
+        pub_ms_ratio, pub_delta = published
+        rows.append({"seq_len": e["seq_len"], "device": e["device"], "ms_ratio": e["ms_ratio"],
+                     "pub_ms_ratio": pub_ms_ratio, "delta": e["delta"], "pub_delta": pub_delta, "winner": e["winner"],
                      "pub_winner": winner(pub_delta)})
     return rows
 
@@ -710,9 +715,8 @@ def kernel_worth_sentence(groups: list[Group], step_rows: list[dict]) -> str:
                          f"change and what they do not explain.")
             continue
         mine, ours = rows.get((ctx, variant, device)), rows.get((ctx, "default", device))
-        published = ctx in PUBLISHED_VAL_BPB["baseline"] and ctx in PUBLISHED_MS_PER_STEP["baseline"]
-        pub_ratio = PUBLISHED_MS_PER_STEP["hybrid"][ctx] / PUBLISHED_MS_PER_STEP["baseline"][ctx] if published else None
-        pub_delta = PUBLISHED_VAL_BPB["hybrid"][ctx] - PUBLISHED_VAL_BPB["baseline"][ctx] if published else None
+        published = published_pair(ctx)
+        pub_ratio, pub_delta = published or (None, None)
         ratios = [f"{fmt(mine['ms_ratio'], 3)} with the published kernels"]
         deltas = [f"{mine['delta']:+.4f} with the published kernels"]
         if ours is not None:
@@ -875,9 +879,9 @@ def rereading_sentence(rows: list[dict]) -> str:
             else:
                 count = (f" in all {len(judged)} runs" if len(rising) == len(judged)
                          else f" in {len(rising)} of {len(judged)} runs")
-            text += (f" The gap does rise{count} (by {span_signed([r['change'] for r in rising])}), "
+            text += (f" The gap does rise{count} (by {value_span([r['change'] for r in rising], '+.4f')}), "
                      f"{'each time ' if len(rising) > 1 else ''}by less than its noise "
-                     f"({span_plain([r['noise'] for r in rising])}): a real rise of that size could hide in the noise")
+                     f"({value_span([r['noise'] for r in rising], '.4f')}): a real rise of that size could hide in the noise")
             ff, fe = most["fall_first"], most["fall_end"]
             if most["change"] > 0 and ff and fe and ff[1] / (f["step"] - ff[0]) > fe[1] / (e["step"] - fe[0]):
                 text += (f"; part of it is the lag of the train-loss mean while the loss still falls fast (in the run "
@@ -889,16 +893,11 @@ def rereading_sentence(rows: list[dict]) -> str:
             f"they take.")
 
 
-def span_signed(values) -> str:
-    """'+0.0254' or '+0.0254 to +0.0660' (the least and the greatest, at 4 decimals)."""
-    low, high = f"{min(values):+.4f}", f"{max(values):+.4f}"
-    return low if low == high else f"{low} to {high}"
-
-
-def span_plain(values) -> str:
-    """'0.0458' or '0.0458 to 0.0760'."""
-    low, high = f"{min(values):.4f}", f"{max(values):.4f}"
-    return low if low == high else f"{low} to {high}"
+def value_span(values, spec: str, sep: str = " to ") -> str:
+    """The least and the greatest of values in format spec: '+0.0254 to +0.0660' ('+.4f'), '656-657' (',', '-'),
+    or one value where both print alike."""
+    low, high = format(min(values), spec), format(max(values), spec)
+    return low if low == high else f"{low}{sep}{high}"
 
 
 def rereading_lines(runs: list[Run]) -> list[str]:

@@ -7,13 +7,13 @@
 #   muon_tests      pytest tests/test_muon.py -k cuda (MUON_COMPILE's Newton-Schulz on the GPU against fp64; ~1 min)
 #   micro_steps     compare_losses.py: hybrid at 8k, 20 steps, 8 micro-steps vs the probe's choice
 #   variants        compare_losses.py: hybrid at 8k, 20 steps, default vs MUON_BATCHED=1, MUON_COMPILE=1,
-#                   GDN_SHIFT_CONV=1 (alone and with GDN_CUSTOM_OP=1: fullgraph without a conv kernel) and
-#                   these with FUSED_PROJECTIONS=1 (FUSED_PROJECTIONS, GDN_FLA_FUSED and GDN_CUSTOM_OP alone
-#                   were measured on 2026-11-23); 6 arms, ~12 min
+#                   GDN_SHIFT_CONV=1 (alone and with GDN_CUSTOM_OP=1: fullgraph without a conv kernel) and all
+#                   four exact flags with FUSED_PROJECTIONS=1 (FUSED_PROJECTIONS, GDN_FLA_FUSED and GDN_CUSTOM_OP
+#                   alone were measured on 2026-11-23); 6 arms, ~10 min
 #   published_kernels compare_losses.py: hybrid at 8k, 20 steps, default (cuDNN, 2 micro-steps) vs the published
 #                   kernels (FLASH, 8 micro-steps), and each of the two alone, on a step-based schedule: the same
-#                   maths? (~12 min on a fresh machine; the 32k run with
-#                   the published kernels trailed the default runs at equal steps by 0.016-0.023 from step 150)
+#                   maths? (~12 min on a fresh machine; the 32k run with the published kernels trailed the
+#                   default runs at equal steps by 0.016-0.023 at steps 150-300)
 #   bench_fast      bench_step_time.py: hybrid then baseline at 32k/16k/8k, two arms in one process, blocks
 #                   round-robin: default and FUSED_PROJECTIONS=1 MUON_BATCHED=1 (the exact flags that measured
 #                   as gains in `variants`, 2026-11-23; the closing table of the speed issue)
@@ -41,6 +41,13 @@ mkdir -p "$out"
 data=(--data-path "$T/data/datasets/corpus_sp1024" --tokenizer-path "$T/data/tokenizers/corpus_sp1024.model"
       --log-dir "$out/logs" --steps 20 --env TRAIN_SEQ_LEN=8192 --env TRAIN_BATCH_TOKENS=393216
       --env GRAD_ACCUM_STEPS=2)
+# compare NAME TIMEOUT TRAINER ARGS...: one compare_losses.py run on the data above into $out/NAME.{json,out}
+compare() {
+    local name=$1 limit=$2 trainer=$3
+    shift 3
+    timeout "$limit" python3 scripts/compare_losses.py --trainer "$trainer" "${data[@]}" "$@" \
+        --out-json "$out/$name.json" > "$out/$name.out" 2>&1
+}
 # bench NAME TIMEOUT ARGS...: one bench_step_time.py run (3 warm-up steps, 3 blocks of 5 per arm) into
 # $out/bench_NAME.{json,md,out}
 bench() {
@@ -53,18 +60,14 @@ for step in "$@"; do
     echo "$(date +%T) start $step"
     case "$step" in
         fla_tests) timeout 900 python3 -m pytest tests/test_gdn.py -k "fla or custom_op" -q -rs > "$out/fla_tests.out" 2>&1 ;;
-        micro_steps) timeout 900 python3 scripts/compare_losses.py --trainer train_gpt_gdn.py "${data[@]}" \
-            --arm 8micro:GRAD_ACCUM_STEPS=8 --arm auto:GRAD_ACCUM_STEPS=0 \
-            --out-json "$out/micro_steps.json" > "$out/micro_steps.out" 2>&1 ;;
-        variants) timeout 1200 python3 scripts/compare_losses.py --trainer train_gpt_gdn.py "${data[@]}" \
+        micro_steps) compare micro_steps 900 train_gpt_gdn.py --arm 8micro:GRAD_ACCUM_STEPS=8 --arm auto:GRAD_ACCUM_STEPS=0 ;;
+        variants) compare variants 1200 train_gpt_gdn.py \
             --arm default: --arm muon_batched:MUON_BATCHED=1 --arm muon_compile:MUON_COMPILE=1 \
             --arm shift_conv:GDN_SHIFT_CONV=1 --arm op_shift:GDN_CUSTOM_OP=1,GDN_SHIFT_CONV=1 \
-            --arm all:FUSED_PROJECTIONS=1,MUON_BATCHED=1,MUON_COMPILE=1,GDN_SHIFT_CONV=1 \
-            --out-json "$out/variants.json" > "$out/variants.out" 2>&1 ;;
-        published_kernels) timeout 900 python3 scripts/compare_losses.py --trainer train_gpt_gdn.py "${data[@]}" \
+            --arm all:FUSED_PROJECTIONS=1,MUON_BATCHED=1,MUON_COMPILE=1,GDN_SHIFT_CONV=1 ;;
+        published_kernels) compare published_kernels 900 train_gpt_gdn.py \
             --arm default: --arm published:SDPA_BACKEND=flash,GRAD_ACCUM_STEPS=8 --arm flash:SDPA_BACKEND=flash \
-            --arm micro8:GRAD_ACCUM_STEPS=8 \
-            --out-json "$out/published_kernels.json" > "$out/published_kernels.out" 2>&1 ;;
+            --arm micro8:GRAD_ACCUM_STEPS=8 ;;
         muon_tests) timeout 300 python3 -m pytest tests/test_muon.py -k cuda -q -rs > "$out/muon_tests.out" 2>&1 ;;
         custom_op_tests) timeout 600 python3 -m pytest tests/test_gdn.py -k custom_op -q -rs > "$out/custom_op_tests.out" 2>&1 ;;
         profile) timeout 900 python3 scripts/bench_step_time.py --contexts 32768 --warmup 3 --steps 5 --repeats 2 \
@@ -81,9 +84,8 @@ for step in "$@"; do
         two_gpus)
             timeout 600 python3 -m pytest tests/test_trainers.py -k two_gpus -q -rs > "$out/two_gpus_tests.out" 2>&1
             for trainer in train_gpt_gdn train_gpt; do
-                timeout 900 python3 scripts/compare_losses.py --trainer "$trainer.py" "${data[@]}" \
-                    --arm one:GRAD_ACCUM_STEPS=2 --arm two:NPROC=2,GRAD_ACCUM_STEPS=1 \
-                    --out-json "$out/two_gpus_$trainer.json" > "$out/two_gpus_$trainer.out" 2>&1
+                compare "two_gpus_$trainer" 900 "$trainer.py" --arm one:GRAD_ACCUM_STEPS=2 \
+                    --arm two:NPROC=2,GRAD_ACCUM_STEPS=1
             done ;;
         *) echo "unknown step $step (fla_tests, custom_op_tests, muon_tests, micro_steps, variants, published_kernels, bench_fast, bench_variants, two_gpus, profile)"; continue ;;
     esac
