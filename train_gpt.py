@@ -138,10 +138,13 @@ class Hyperparameters:
         self.sdpa_backend = env_value(env, "SDPA_BACKEND", "auto", str).lower()
         # Projections that read the same input as one matmul over their stacked weights, then a split
         # (attention q/k/v; the hybrid's GDN inputs): the same maths, the same separate parameters.
-        self.fused_projections = env_flag(env, "FUSED_PROJECTIONS", False)
+        # On by default since 2026-11-23 (faster on the H100, docs/speed_notes.md section 9); the 600 s
+        # grid in logs_experiment/ ran with 0.
+        self.fused_projections = env_flag(env, "FUSED_PROJECTIONS", True)
         # Muon orthogonalises all matrices of one shape together (one batched Newton-Schulz chain per shape)
         # and updates momentum and weights with foreach ops: the same maths per matrix, far fewer launches.
-        self.muon_batched = env_flag(env, "MUON_BATCHED", False)
+        # On by default since 2026-11-23, like FUSED_PROJECTIONS.
+        self.muon_batched = env_flag(env, "MUON_BATCHED", True)
         # Muon's Newton-Schulz through torch.compile when the model is compiled, as the competition's
         # train_gpt.py does: fused elementwise ops, fewer launches; bf16 rounds a little differently.
         self.muon_compile = env_flag(env, "MUON_COMPILE", False)

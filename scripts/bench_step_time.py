@@ -110,6 +110,10 @@ TINY_ENV = {"NUM_LAYERS": "2", "MODEL_DIM": "64", "NUM_HEADS": "4", "NUM_KV_HEAD
 TINY_HYBRID_ENV = {"GDN_LAYERS": "0"}
 TINY_GRAD_ACCUM, TINY_SEQS_PER_MICRO = 2, 2
 TOKEN_SEED = 20240520
+# Exact speed flags that became the trainers' defaults on 2026-11-23: a result records what each resolved to,
+# and the compute table keys its setups by them, so files from before (flags off, unrecorded) never pool
+# with files made after under the same "trainer defaults".
+FLAGS_ON_BY_DEFAULT = ("FUSED_PROJECTIONS", "MUON_BATCHED")
 
 # Dense bf16 tensor-core peak of one H100 SXM (989.4 TFLOP/s without sparsity; the H200 has the same).
 PEAK_FLOPS = 989e12
@@ -291,7 +295,8 @@ def prepare_config(model_name: str, env: dict[str, str], device: torch.device, w
     micro_tokens = h.train_batch_tokens // h.grad_accum_steps
     record.update(batch_tokens=h.train_batch_tokens, grad_accum_steps=h.grad_accum_steps,
                   seqs_per_micro_step=micro_tokens // h.train_seq_len, model_dim=h.model_dim,
-                  num_layers=h.num_layers, mixer_lines=list(trainer.mixer_log_lines(h)))
+                  num_layers=h.num_layers, mixer_lines=list(trainer.mixer_log_lines(h)),
+                  speed_flags={name: bool(getattr(h, name.lower())) for name in FLAGS_ON_BY_DEFAULT})
     use_cuda = device.type == "cuda"
     torch.manual_seed(h.seed)
     if use_cuda:
@@ -854,6 +859,11 @@ def setup_key(doc: dict) -> tuple:
     ok = [r for r in doc.get("results", []) if r.get("status") == "ok"]
     if "GRAD_ACCUM_STEPS" not in overrides and ok and not any(r.get("grad_accum_auto") for r in ok):
         overrides["GRAD_ACCUM_STEPS"] = ",".join(str(n) for n in sorted({r.get("grad_accum_steps") for r in ok}))
+    for name in FLAGS_ON_BY_DEFAULT:  # named when on, whether by default or by override; off is the old default
+        asked = overrides.pop(name, "0")
+        recorded = [r["speed_flags"][name] for r in ok if name in r.get("speed_flags", {})]
+        if (all(recorded) if recorded else asked.strip().lower() in ("1", "true", "yes", "on")):
+            overrides[name] = "1"
     return (str(env.get("device_name", "?")), str(env.get("torch", "?")), bool(settings.get("tiny", False)),
             tuple(sorted(overrides.items())))
 
@@ -927,7 +937,7 @@ def compute_markdown(docs: list[dict], out_display: str) -> str:
         contexts = sorted({c for (_, c) in by} | (set() if tiny else set(PUBLISHED_MS["baseline"])))
         details = sorted({f"{r.get('model')}: sdpa {r.get('sdpa_backend')}, compile {r.get('compile')}, "
                           f"micro-steps {r.get('grad_accum_steps')}" for r in results if r.get("status") == "ok"})
-        setting_text = " ".join(f"{k}={v}" for k, v in overrides) or "trainer defaults (auto micro-steps)"
+        setting_text = " ".join(f"{k}={v}" for k, v in overrides) or "auto micro-steps, speed flags off (the trainer defaults until 2026-11-23)"
         lines += [
             f"## {device_name}, torch {torch_version}, settings: {setting_text}" + (" (tiny model)" if tiny else ""),
             "",

@@ -19,8 +19,9 @@ the current time, the file order on disk or the machine. Every number comes from
 the published study's numbers (scripts/published_study.py), which are quoted for comparison.
 
 Runs are grouped by model, context, kernel variant and device. The variant is "default" unless the
-run asked for non-default kernel settings (SDPA_BACKEND, GDN_BACKEND, GRAD_ACCUM_STEPS other than
-auto, or one of the speed flags in SPEED_FLAGS such as FUSED_PROJECTIONS=1); those runs (e.g. the published kernel settings SDPA_BACKEND=flash
+run used other kernel settings than the grid's (SDPA_BACKEND, GDN_BACKEND, GRAD_ACCUM_STEPS other than
+auto, or one of the speed flags in SPEED_FLAGS on, such as FUSED_PROJECTIONS=1, which with MUON_BATCHED
+is a trainer default since 2026-11-23: the grid ran with both off); those runs (e.g. the published kernel settings SDPA_BACKEND=flash
 GRAD_ACCUM_STEPS=8) get their own rows and are never averaged with the default ones. A log without
 the final round-trip line (final_int8_zlib_roundtrip_exact) is an unfinished run: listed, excluded
 from means. When one seed has several finished runs in a group, the newest counts and the others are
@@ -175,7 +176,7 @@ class Run:
 
     @property
     def variant(self) -> str:
-        """'default', or the non-default kernel settings the run asked for."""
+        """'default' (the grid's kernels: auto SDPA, auto micro-steps, speed flags off), or what differed."""
         parts = []
         sdpa = self.config.get("sdpa_backend", "auto")
         if sdpa != "auto":

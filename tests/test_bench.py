@@ -165,7 +165,7 @@ def test_regenerate_compute_md_crossover_and_determinism(tmp_path):
 
     assert "## How to regenerate" in first and "--regenerate-compute-md" in first
     assert "Crossover (published): the hybrid is faster per step from 16384 on (slower at 8192)." in first
-    default_section, flash_section = first.split("settings: trainer defaults")[1].split("settings: SDPA_BACKEND=flash")
+    default_section, flash_section = first.split("settings: auto micro-steps, speed flags off")[1].split("settings: SDPA_BACKEND=flash")
     assert "Crossover (ours): the hybrid is faster per step from 16384 on (slower at 8192)." in default_section
     assert "Ours agrees with the published crossover" in default_section
     assert "| 8192 | 393,216 | 600.0 (590.0-610.0) | 594 | 760.0 (750.0-770.0) | 757 |" in default_section
@@ -183,7 +183,7 @@ def test_files_from_before_auto_micro_steps_are_not_pooled_with_auto(tmp_path):
     a.write_text(json.dumps(old))
     b.write_text(json.dumps(new))
     text = regenerate(tmp_path, [a, b], "compute_experiment.md")
-    auto_part = text.split("settings: trainer defaults (auto micro-steps)")[1].split("## ")[0]
+    auto_part = text.split("settings: auto micro-steps, speed flags off (the trainer defaults until 2026-11-23)")[1].split("## ")[0]
     eight_part = text.split("settings: GRAD_ACCUM_STEPS=8")[1].split("## ")[0]
     assert "| 32768 | 524,288 | 1540.5 (1539.0-1542.0) | 2202 | 890.0 (887.0-893.0) | 1361 |" in auto_part
     assert "| 32768 | 524,288 | 1555.0 (1554.0-1556.0) | 2202 | 1010.5 (1010.0-1011.0) | 1361 |" in eight_part
@@ -209,27 +209,53 @@ def test_arms_run_in_one_process_round_robin_and_compare_block_by_block(tmp_path
     block lines shows the round robin."""
     out_json, out_md = tmp_path / "arms.json", tmp_path / "arms.md"
     proc = run_script("--tiny", "--models", "hybrid", "--contexts", "32", "--warmup", "1", "--steps", "1",
-                      "--repeats", "3", "--arm", "default:", "--arm", "batched:MUON_BATCHED=1",
+                      "--repeats", "3", "--arm", "plain:MUON_BATCHED=0", "--arm", "batched:MUON_BATCHED=1",
                       "--arm", "broken:GDN_LAYERS=5", "--out-json", str(out_json), "--out-md", str(out_md))
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]  # the broken arm fails, alone
     blocks = [line.strip() for line in proc.stdout.splitlines() if line.strip().startswith("block ")]
     assert [b.split(":")[0] for b in blocks] == [f"block {i}/3 [{arm}]" for i in (1, 2, 3)
-                                                 for arm in ("default", "batched")]
+                                                 for arm in ("plain", "batched")]
     doc = json.loads(out_json.read_text())
-    assert doc["settings"]["arms"] == {"default": {}, "batched": {"MUON_BATCHED": "1"}, "broken": {"GDN_LAYERS": "5"}}
-    default, batched, broken = doc["results"]
-    assert (default["arm"], batched["arm"], broken["arm"]) == ("default", "batched", "broken")
-    assert batched["env"]["MUON_BATCHED"] == "1" and "MUON_BATCHED" not in default["env"]
+    assert doc["settings"]["arms"] == {"plain": {"MUON_BATCHED": "0"}, "batched": {"MUON_BATCHED": "1"}, "broken": {"GDN_LAYERS": "5"}}
+    plain, batched, broken = doc["results"]
+    assert (plain["arm"], batched["arm"], broken["arm"]) == ("plain", "batched", "broken")
+    assert batched["env"]["MUON_BATCHED"] == "1" and plain["env"]["MUON_BATCHED"] == "0"
     assert broken["status"] == "failed" and "GDN_LAYERS" in broken["error"]
-    assert default["status"] == batched["status"] == "ok"
-    assert batched["final_loss"] == pytest.approx(default["final_loss"], abs=1e-5)
-    ratios = [b / d for b, d in zip(batched["block_ms_per_step"], default["block_ms_per_step"])]
-    assert batched["reference_arm"] == "default" and "ratio_vs_reference" not in default
+    assert plain["status"] == batched["status"] == "ok"
+    assert batched["final_loss"] == pytest.approx(plain["final_loss"], abs=1e-5)
+    ratios = [b / d for b, d in zip(batched["block_ms_per_step"], plain["block_ms_per_step"])]
+    assert batched["reference_arm"] == "plain" and "ratio_vs_reference" not in plain
     assert batched["ratio_vs_reference"] == pytest.approx(sorted(ratios)[1])
     assert (batched["ratio_vs_reference_min"], batched["ratio_vs_reference_max"]) == (min(ratios), max(ratios))
     md = out_md.read_text()
     assert "| hybrid [batched] | 32 |" in md and "| hybrid | 32 | batched | MUON_BATCHED=1 |" in md
     assert f"| {batched['ratio_vs_reference']:.3f} ({min(ratios):.3f}-{max(ratios):.3f}) |" in md
+
+
+def test_flags_on_by_default_pool_with_the_same_flags_asked_for_not_with_older_files(tmp_path):
+    """FUSED_PROJECTIONS and MUON_BATCHED became defaults on 2026-11-23: a file made after, with no overrides,
+    records them on and pools with an older file that asked for them; a file from before (nothing recorded,
+    nothing asked) is the flags-off setup, and a newer one that turned them off pools with it."""
+    before = fake_results("NVIDIA H100 80GB HBM3", {"hybrid": {32768: [890, 892]}})
+    asked = fake_results("NVIDIA H100 80GB HBM3", {"hybrid": {32768: [828, 830]}},
+                         overrides={"FUSED_PROJECTIONS": "1", "MUON_BATCHED": "1"})
+    after = fake_results("NVIDIA H100 80GB HBM3", {"hybrid": {32768: [826, 832]}})
+    turned_off = fake_results("NVIDIA H100 80GB HBM3", {"hybrid": {32768: [886, 888]}},
+                              overrides={"FUSED_PROJECTIONS": "0", "MUON_BATCHED": "off"})
+    for r in after["results"]:
+        r["speed_flags"] = {"FUSED_PROJECTIONS": True, "MUON_BATCHED": True}
+    for r in turned_off["results"]:
+        r["speed_flags"] = {"FUSED_PROJECTIONS": False, "MUON_BATCHED": False}
+    paths = []
+    for name, doc in (("before", before), ("asked", asked), ("after", after), ("off", turned_off)):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(doc))
+    text = regenerate(tmp_path, paths, "compute_experiment.md")
+    assert text.count("\n## NVIDIA H100") == 2
+    off_part = text.split("settings: auto micro-steps, speed flags off")[1].split("## ")[0]
+    on_part = text.split("settings: FUSED_PROJECTIONS=1 MUON_BATCHED=1")[1].split("## ")[0]
+    assert "| 32768 | 524,288 | - | 2202 | 889.0 (886.0-892.0, 2 runs) | 1361 |" in off_part
+    assert "| 32768 | 524,288 | - | 2202 | 829.0 (826.0-832.0, 2 runs) | 1361 |" in on_part
 
 
 def test_compute_md_keeps_the_arms_of_one_file_apart(tmp_path):
@@ -245,7 +271,7 @@ def test_compute_md_keeps_the_arms_of_one_file_apart(tmp_path):
     path = tmp_path / "arms.json"
     path.write_text(json.dumps(doc))
     text = regenerate(tmp_path, [path], "compute_experiment.md")
-    default_part = text.split("settings: trainer defaults (auto micro-steps)")[1].split("## ")[0]
+    default_part = text.split("settings: auto micro-steps, speed flags off (the trainer defaults until 2026-11-23)")[1].split("## ")[0]
     fast_part = text.split("settings: MUON_BATCHED=1")[1].split("## ")[0]
     assert "| 32768 | 524,288 | 1541.0 (1540.0-1542.0) | 2202 | 891.0 (890.0-892.0) | 1361 |" in default_part
     assert "| 32768 | 524,288 | 1501.0 (1500.0-1502.0) | 2202 | 801.0 (800.0-802.0) | 1361 |" in fast_part

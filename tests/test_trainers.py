@@ -395,7 +395,7 @@ def test_muon_batched_gives_the_same_losses(tiny_data, tmp_path):
     losses as per-matrix Muon on CPU, where the batched matmuls round exactly like the single ones; and
     under torchrun with 2 ranks (gloo), where each rank batches its share of the matrices."""
     result = compare_losses(tiny_data, tmp_path, "train_gpt_gdn.py",
-                            ["plain:", "batched:MUON_BATCHED=1", "batched_ddp:NPROC=2,GRAD_ACCUM_STEPS=1,MUON_BATCHED=1"],
+                            ["plain:MUON_BATCHED=0", "batched:MUON_BATCHED=1", "batched_ddp:NPROC=2,GRAD_ACCUM_STEPS=1,MUON_BATCHED=1"],
                             {})
     plain, batched, batched_ddp = result["arms"]
     assert "config muon_batched:True" in Path(batched["log"]).read_text(encoding="utf-8")  # the flag did arrive
@@ -500,13 +500,16 @@ def test_fused_projections_same_outputs_and_gradients(name, bf16):
 
 @pytest.mark.parametrize("module", [base, hybrid], ids=["baseline", "hybrid"])
 def test_fused_projections_flag_is_logged_checked_and_keeps_the_parameters(module):
-    on = module.Hyperparameters({"FUSED_PROJECTIONS": "1"})
+    on, off = module.Hyperparameters({"FUSED_PROJECTIONS": "1"}), module.Hyperparameters({"FUSED_PROJECTIONS": "0"})
     assert "config fused_projections:True" in on.as_log_lines()
-    assert "config fused_projections:False" in module.Hyperparameters({}).as_log_lines()
+    assert "config fused_projections:False" in off.as_log_lines()
+    # On by default since the grid finished (measured faster on the H100); MUON_BATCHED likewise.
+    defaults = module.Hyperparameters({})
+    assert defaults.fused_projections and defaults.muon_batched
     for bad in ("2", "maybe"):  # env_flag's convention, as COMPILE: 1/0, true/false, yes/no, on/off
         with pytest.raises(module.ConfigError, match=re.escape(f"FUSED_PROJECTIONS='{bad}' must be 0 or 1")):
             module.Hyperparameters({"FUSED_PROJECTIONS": bad})
-    fused_model, plain_model = module.GPT(on), module.GPT(module.Hyperparameters({}))
+    fused_model, plain_model = module.GPT(on), module.GPT(off)
     assert all(block.attn.fused_projections for block in fused_model.blocks)
     assert not any(block.attn.fused_projections for block in plain_model.blocks)
     # The weights are only stacked inside forward: the same state_dict and the same Muon matrices.

@@ -6,17 +6,18 @@
 #                   autotunes for minutes)
 #   muon_tests      pytest tests/test_muon.py -k cuda (MUON_COMPILE's Newton-Schulz on the GPU against fp64; ~1 min)
 #   micro_steps     compare_losses.py: hybrid at 8k, 20 steps, 8 micro-steps vs the probe's choice
-#   variants        compare_losses.py: hybrid at 8k, 20 steps, default vs MUON_BATCHED=1, MUON_COMPILE=1,
-#                   GDN_SHIFT_CONV=1 (alone and with GDN_CUSTOM_OP=1: fullgraph without a conv kernel) and all
-#                   four exact flags with FUSED_PROJECTIONS=1 (FUSED_PROJECTIONS, GDN_FLA_FUSED and GDN_CUSTOM_OP
-#                   alone were measured on 2026-11-23); 6 arms, ~10 min
-#   published_kernels compare_losses.py: hybrid at 8k, 20 steps, default (cuDNN, 2 micro-steps) vs the published
-#                   kernels (FLASH, 8 micro-steps), and each of the two alone, on a step-based schedule: the same
-#                   maths? (~12 min on a fresh machine; the 32k run with the published kernels trailed the
-#                   default runs at equal steps by 0.016-0.023 at steps 150-300)
-#   bench_fast      bench_step_time.py: hybrid then baseline at 32k/16k/8k, two arms in one process, blocks
-#                   round-robin: default and FUSED_PROJECTIONS=1 MUON_BATCHED=1 (the exact flags that measured
-#                   as gains in `variants`, 2026-11-23; the closing table of the speed issue)
+#   variants        compare_losses.py: hybrid at 8k, 20 steps, the grid's settings (FUSED_PROJECTIONS=0
+#                   MUON_BATCHED=0) vs the defaults (both on since 2026-11-23), and the defaults with MUON_COMPILE=1
+#                   or GDN_SHIFT_CONV=1 (alone and with GDN_CUSTOM_OP=1: fullgraph without a conv kernel); 5 arms,
+#                   ~9 min (each flag alone against the grid's settings: 2026-11-23, logs_experiment/h100_checks)
+#   published_kernels compare_losses.py: hybrid at 8k, 20 steps, the grid's kernels (cuDNN, 2 micro-steps) vs the
+#                   published kernels (FLASH, 8 micro-steps), and each of the two alone, on a step-based schedule,
+#                   all with the speed flags off as in the grid: the same maths? (~12 min on a fresh machine; the
+#                   32k pair with the published kernels trailed the grid's runs at equal steps by 0.016-0.046)
+#   bench_fast      bench_step_time.py: baseline then hybrid at 8k/16k/32k, two arms in one process, blocks
+#                   round-robin: the grid's settings (FUSED_PROJECTIONS=0 MUON_BATCHED=0) and the defaults (both
+#                   on; the closing table of the speed issue; 2026-11-23 measured the hybrid and the baseline at
+#                   32k, so the baseline's 8k and 16k come first)
 #   custom_op_tests pytest tests/test_gdn.py -k custom_op (the GDN_CUSTOM_OP ops against fla's wrapper, opcheck)
 #   bench_variants  bench_step_time.py: hybrid at 32k/16k, the default and three shape variants as arms of
 #                   one process (power-of-two head dims in both mixers at the published count, attention head
@@ -62,18 +63,18 @@ for step in "$@"; do
         fla_tests) timeout 900 python3 -m pytest tests/test_gdn.py -k "fla or custom_op" -q -rs > "$out/fla_tests.out" 2>&1 ;;
         micro_steps) compare micro_steps 900 train_gpt_gdn.py --arm 8micro:GRAD_ACCUM_STEPS=8 --arm auto:GRAD_ACCUM_STEPS=0 ;;
         variants) compare variants 1200 train_gpt_gdn.py \
-            --arm default: --arm muon_batched:MUON_BATCHED=1 --arm muon_compile:MUON_COMPILE=1 \
-            --arm shift_conv:GDN_SHIFT_CONV=1 --arm op_shift:GDN_CUSTOM_OP=1,GDN_SHIFT_CONV=1 \
-            --arm all:FUSED_PROJECTIONS=1,MUON_BATCHED=1,MUON_COMPILE=1,GDN_SHIFT_CONV=1 ;;
+            --arm grid:FUSED_PROJECTIONS=0,MUON_BATCHED=0 --arm default: --arm muon_compile:MUON_COMPILE=1 \
+            --arm shift_conv:GDN_SHIFT_CONV=1 --arm op_shift:GDN_CUSTOM_OP=1,GDN_SHIFT_CONV=1 ;;
         published_kernels) compare published_kernels 900 train_gpt_gdn.py \
-            --arm default: --arm published:SDPA_BACKEND=flash,GRAD_ACCUM_STEPS=8 --arm flash:SDPA_BACKEND=flash \
+            --env FUSED_PROJECTIONS=0 --env MUON_BATCHED=0 --arm grid: \
+            --arm published:SDPA_BACKEND=flash,GRAD_ACCUM_STEPS=8 --arm flash:SDPA_BACKEND=flash \
             --arm micro8:GRAD_ACCUM_STEPS=8 ;;
         muon_tests) timeout 300 python3 -m pytest tests/test_muon.py -k cuda -q -rs > "$out/muon_tests.out" 2>&1 ;;
         custom_op_tests) timeout 600 python3 -m pytest tests/test_gdn.py -k custom_op -q -rs > "$out/custom_op_tests.out" 2>&1 ;;
         profile) timeout 900 python3 scripts/bench_step_time.py --contexts 32768 --warmup 3 --steps 5 --repeats 2 \
             --profile-steps 2 --profile-trace-dir "$out/traces" --out-json "$out/profile_32k.json" --out-md "$out/profile_32k.md" > "$out/profile_32k.out" 2>&1 ;;
-        bench_fast) bench fast 2400 --models hybrid,baseline --contexts 32768,16384,8192 \
-            --arm default: --arm fast:FUSED_PROJECTIONS=1,MUON_BATCHED=1 ;;
+        bench_fast) bench fast 2400 --models baseline,hybrid --contexts 8192,16384,32768 \
+            --arm grid:FUSED_PROJECTIONS=0,MUON_BATCHED=0 --arm default: ;;
         bench_variants)
             # Shape variants from existing knobs (parameters: default 17,424,332): 4 GDN heads of 64/128 (15,383,496);
             # attention head dim 64 by 7 query heads and 1 KV head, GDN 7 x 48/96 (17,131,408); head dim 64 in both
