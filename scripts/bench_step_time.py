@@ -859,10 +859,11 @@ def setup_key(doc: dict) -> tuple:
     ok = [r for r in doc.get("results", []) if r.get("status") == "ok"]
     if "GRAD_ACCUM_STEPS" not in overrides and ok and not any(r.get("grad_accum_auto") for r in ok):
         overrides["GRAD_ACCUM_STEPS"] = ",".join(str(n) for n in sorted({r.get("grad_accum_steps") for r in ok}))
+    env_flag = importlib.import_module(MODELS["baseline"]).env_flag  # the trainers' own reading of 0/1
     for name in FLAGS_ON_BY_DEFAULT:  # named when on, whether by default or by override; off is the old default
         asked = overrides.pop(name, "0")
         recorded = [r["speed_flags"][name] for r in ok if name in r.get("speed_flags", {})]
-        if (all(recorded) if recorded else asked.strip().lower() in ("1", "true", "yes", "on")):
+        if all(recorded) if recorded else env_flag({name: asked}, name, False):
             overrides[name] = "1"
     return (str(env.get("device_name", "?")), str(env.get("torch", "?")), bool(settings.get("tiny", False)),
             tuple(sorted(overrides.items())))
@@ -937,7 +938,8 @@ def compute_markdown(docs: list[dict], out_display: str) -> str:
         contexts = sorted({c for (_, c) in by} | (set() if tiny else set(PUBLISHED_MS["baseline"])))
         details = sorted({f"{r.get('model')}: sdpa {r.get('sdpa_backend')}, compile {r.get('compile')}, "
                           f"micro-steps {r.get('grad_accum_steps')}" for r in results if r.get("status") == "ok"})
-        setting_text = " ".join(f"{k}={v}" for k, v in overrides) or "auto micro-steps, speed flags off (the trainer defaults until 2026-11-23)"
+        setting_text = (" ".join(f"{k}={v}" for k, v in overrides)
+                        or "auto micro-steps, speed flags off (the trainer defaults until 2026-11-23)")
         lines += [
             f"## {device_name}, torch {torch_version}, settings: {setting_text}" + (" (tiny model)" if tiny else ""),
             "",
