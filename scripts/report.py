@@ -361,6 +361,15 @@ class Group:
         values = [getattr(r, attr) for r in self.runs if getattr(r, attr) is not None]
         return max(values) if values else None
 
+    def val_bpb_mean_at(self, step: int) -> float:
+        """The mean over seeds of the val_bpb logged at this step (a step every run logged: common_val_steps)."""
+        return round(sum(r.val_bpb_at(step) for r in self.runs) / len(self.runs), 8)
+
+
+def common_val_steps(runs: list[Run]) -> list[int]:
+    """The steps at which every one of these runs logged a validation, in order."""
+    return sorted(set.intersection(*({p[0] for p in r.val} for r in runs)))
+
 
 def build_groups(runs: list[Run]) -> list[Group]:
     groups: dict[tuple, Group] = {}
@@ -471,14 +480,11 @@ def equal_step_rows(groups: list[Group], comps: list[dict]) -> list[dict]:
     for c in comps:
         base = index[("baseline", c["seq_len"], c["variant"], c["device"])]
         hyb = index[("hybrid", c["seq_len"], c["variant"], c["device"])]
-        runs = base.runs + hyb.runs
-        common = set.intersection(*({p[0] for p in r.val} for r in runs))
-        step = max(common) if common else None
+        common = common_val_steps(base.runs + hyb.runs)
+        step = common[-1] if common else None
 
         def val_at(group: Group) -> float | None:
-            if step is None:
-                return None
-            return round(sum(r.val_bpb_at(step) for r in group.runs) / len(group.runs), 8)
+            return None if step is None else group.val_bpb_mean_at(step)
 
         b_ms, h_ms = base.mean("ms_per_step"), hyb.mean("ms_per_step")
         rows.append({**c, "ms_ratio": round(h_ms / b_ms, 8) if b_ms and h_ms else None,
@@ -686,6 +692,53 @@ def kernel_cost(model: str, pk: Group, default: Group | None) -> str:
             f"{seeds_text(pk)} vs {seeds_text(default)})")
 
 
+def equal_step_gaps(pk: Group, default: Group) -> list[tuple[int, float, float]]:
+    """(step, gap, spread) at each validation step after 0 that every run of both groups logged: gap = the mean
+    val_bpb of the published-kernel runs minus the mean of ours; spread = max - min over our seeds (0 with one)."""
+    gaps = []
+    for step in [s for s in common_val_steps(pk.runs + default.runs) if s > 0]:
+        ours = [r.val_bpb_at(step) for r in default.runs]
+        gaps.append((step, round(pk.val_bpb_mean_at(step) - default.val_bpb_mean_at(step), 8),
+                     round(max(ours) - min(ours), 8)))
+    return gaps
+
+
+def equal_step_clause(model: str, pk: Group, default: Group | None) -> str:
+    """'the hybrid is behind ours at 9 of the 10 validation steps ... (steps 100-500: by ..., where our seeds differ by
+    ...)': at how many of the validation steps after 0 that all runs of both groups logged the published-kernel runs
+    are behind (or ahead of) ours by more than our seeds' spread there. '' without a default group or a common step."""
+    gaps = equal_step_gaps(pk, default) if default is not None else []
+    if not gaps:
+        return ""
+    common = [step for step, _, _ in gaps]
+    parts = []
+    for word, beyond in (("behind", [g for g in gaps if g[1] > g[2]]), ("ahead of", [g for g in gaps if -g[1] > g[2]])):
+        if not beyond:
+            continue
+        steps = [step for step, _, _ in beyond]
+        start = common.index(steps[0])
+        where = (f"steps {steps[0]}-{steps[-1]}" if len(steps) > 1 and common[start:start + len(steps)] == steps
+                 else f"step{'s' if len(steps) > 1 else ''} {and_list(steps)}")
+        spread = (f"where our seeds differ by {value_span([sp for _, _, sp in beyond], '.4f', '-')}"
+                  if len(default.runs) > 1 else "one seed of ours, so no spread")
+        parts.append(f"{word} ours by more than our seeds' spread at {len(steps)} of the {len(gaps)} validation steps "
+                     f"after 0 that all its runs and ours logged ({where}: by "
+                     f"{value_span([abs(g) for _, g, _ in beyond], '.4f', '-')}, {spread})")
+    return f"the {model} is " + (" and ".join(parts) if parts else
+                                 f"within our seeds' spread at all {len(gaps)} validation steps after 0 that all its "
+                                 f"runs and ours logged")
+
+
+def equal_step_sentence(clauses: list[str]) -> str:
+    """' At equal steps, ...' from equal_step_clause's clauses; '' if none."""
+    clauses = [c for c in clauses if c]
+    if not clauses:
+        return ""
+    return (f" At equal steps, with the published kernels: {'; '.join(clauses)}. At a "
+            f"given step the slower run is further into its wall-clock warm-down, which should favour it, so a gap "
+            f"beyond the spread is a difference per step (numerics or schedule), not one of speed.")
+
+
 def kernel_worth_sentence(groups: list[Group], step_rows: list[dict]) -> str:
     """What our kernels are worth, at each context and device with runs of the published kernel settings (finished,
     counted): set against the default-kernel runs of the same context and device, and against the published study.
@@ -713,7 +766,8 @@ def kernel_worth_sentence(groups: list[Group], step_rows: list[dict]) -> str:
             parts.append(f"At {where} the {model} with the published kernels against ours: "
                          f"{kernel_cost(model, pk[model], default[model])}. The {other}'s run with the published "
                          f"kernels at {where} is missing, so the delta cannot yet be split into what our kernels "
-                         f"change and what they do not explain.")
+                         f"change and what they do not explain."
+                         + equal_step_sentence([equal_step_clause(model, pk[model], default[model])]))
             continue
         mine, ours = rows.get((ctx, variant, device)), rows.get((ctx, "default", device))
         published = published_pair(ctx)
@@ -743,7 +797,8 @@ def kernel_worth_sentence(groups: list[Group], step_rows: list[dict]) -> str:
                          f"({favour(rest)}) is what the kernels do not explain: the corpus, among other differences")
             text += "."
         costs = "; ".join(f"the {m} {kernel_cost(m, pk[m], default[m])}" for m in MODELS)
-        parts.append(f"{text} Each model with the published kernels against ours: {costs}.")
+        parts.append(f"{text} Each model with the published kernels against ours: {costs}."
+                     + equal_step_sentence([equal_step_clause(m, pk[m], default[m]) for m in MODELS]))
     settings = " ".join(f"{k}={v}" for k, v in PUBLISHED_KERNELS.items())
     return (f"What our kernels are worth: runs with the published kernel settings ({settings}) against our "
             f"default-kernel runs of the same context and device. " + " ".join(parts))

@@ -538,6 +538,46 @@ def test_kernel_worth_nothing_without_published_kernel_runs():
     assert kernel_worth([]) == ""
 
 
+def run_with_vals(model, seed, vals, published=False):
+    """run_32k with validations at these (step, val_bpb) points after step 0, the last one final."""
+    run = run_32k(model, seed, 1500.0 if published else 1000.0, vals[-1][0], vals[-1][1], published=published)
+    run.val = [(0, 7.0, 4.1, 0.0)] + [(step, 2.0, bpb, step * 1000.0) for step, bpb in vals]
+    return run
+
+
+def test_equal_step_clause_counts_the_steps_beyond_our_seeds_spread():
+    """At each validation step after 0 that all runs logged: the published-kernel mean against ours, beyond our seeds'
+    spread there or not; contiguous steps as a range, others listed; one seed of ours has no spread; no common step,
+    nothing. Numbers: spreads 0.02 / 0.01 / 0.005 / 0.01 at steps 50-200; gaps vs our means 2.11 / 1.905 / 1.8025."""
+    import report as module
+
+    ours = [run_with_vals("hybrid", 42, [(50, 2.10), (100, 1.90), (150, 1.80), (200, 1.70)]),
+            run_with_vals("hybrid", 1337, [(50, 2.12), (100, 1.91), (150, 1.805), (200, 1.69)])]
+
+    def clause(pk_vals, default_runs=ours):
+        groups = {g.variant: g for g in module.build_groups(default_runs + [run_with_vals("hybrid", 1337, pk_vals, True)])}
+        (pk,) = [g for v, g in groups.items() if v != "default"]
+        return module.equal_step_clause("hybrid", pk, groups["default"])
+
+    # behind by 0.04 (spread 0.02) at 50, by 0.025 (0.01) at 100, 0.0375 (0.005) at 150; 180 is not common
+    assert clause([(50, 2.15), (100, 1.93), (150, 1.84), (180, 1.8)]) == (
+        "the hybrid is behind ours by more than our seeds' spread at 3 of the 3 validation steps after 0 that all its "
+        "runs and ours logged (steps 50-150: by 0.0250-0.0400, where our seeds differ by 0.0050-0.0200)")
+    # behind at 50 and 150 only (100 within: 0.005 < 0.01), ahead at 200 (by 0.025 > 0.01)
+    assert clause([(50, 2.15), (100, 1.91), (150, 1.84), (200, 1.67)]) == (
+        "the hybrid is behind ours by more than our seeds' spread at 2 of the 4 validation steps after 0 that all its "
+        "runs and ours logged (steps 50 and 150: by 0.0375-0.0400, where our seeds differ by 0.0050-0.0200) and ahead "
+        "of ours by more than our seeds' spread at 1 of the 4 validation steps after 0 that all its runs and ours "
+        "logged (step 200: by 0.0250, where our seeds differ by 0.0100)")
+    assert clause([(50, 2.11), (100, 1.905)]) == (
+        "the hybrid is within our seeds' spread at all 2 validation steps after 0 that all its runs and ours logged")
+    assert clause([(50, 2.111)], default_runs=ours[:1]) == (
+        "the hybrid is behind ours by more than our seeds' spread at 1 of the 1 validation steps after 0 that all its "
+        "runs and ours logged (step 50: by 0.0110, one seed of ours, so no spread)")
+    assert clause([(75, 2.0)]) == ""
+    assert module.equal_step_sentence(["", ""]) == ""
+
+
 def published_kernel_copy(logs: Path, pattern: str) -> None:
     """A copy of the first fixture log matching pattern, as if run with SDPA_BACKEND=flash GRAD_ACCUM_STEPS=8 (its own
     run_id, the same seed: a run of another variant)."""
@@ -595,6 +635,9 @@ def test_kernel_worth_from_the_logs(tmp_path, report):
     assert ("Each model with the published kernels against ours: the baseline " + cost("baseline") + "; the hybrid "
             + cost("hybrid") + ".") in section_both
     assert "what remains" not in section_both and "do not explain" not in section_both
+    # the copies are seed 2 itself: at every common validation step half our seeds' difference from our mean
+    for m in ("baseline", "hybrid"):
+        assert f"the {m} is within our seeds' spread at all " in section_both
 
 
 def test_val_bpb_by_step_table(report):

@@ -13,7 +13,7 @@
 #   published_kernels compare_losses.py: hybrid at 8k, 20 steps, the grid's kernels (cuDNN, 2 micro-steps) vs the
 #                   published kernels (FLASH, 8 micro-steps), and each of the two alone, on a step-based schedule,
 #                   all with the speed flags off as in the grid: the same maths? (~12 min on a fresh machine; the
-#                   32k pair with the published kernels trailed the grid's runs at equal steps by 0.016-0.046)
+#                   32k pair with the published kernels trailed the grid's runs at equal steps by 0.006-0.041)
 #   bench_fast      bench_step_time.py: baseline then hybrid at 8k/16k/32k, two arms in one process, blocks
 #                   round-robin: the grid's settings (FUSED_PROJECTIONS=0 MUON_BATCHED=0) and the defaults (both
 #                   on; the closing table of the speed issue; 2026-11-23 measured the hybrid and the baseline at
