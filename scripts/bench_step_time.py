@@ -353,7 +353,6 @@ def prepare_config(model_name: str, env: dict[str, str], device: torch.device, w
 
 def time_block(prepared: Prepared, steps: int, device: torch.device) -> float:
     """One timed block of `steps` optimizer steps; appends to the record and returns its ms/step."""
-    apply_sdpa_settings(prepared, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     sync(device)
@@ -380,7 +379,6 @@ def finish_config(prepared: Prepared, device: torch.device, log, profile_n: int 
     if device.type == "cuda":
         record["gpu_clocks_after_timing"] = gpu_clocks()
     if profile_n > 0:
-        apply_sdpa_settings(prepared, device)
         record["profile"] = profile_steps(prepared.step, profile_n, device, trace_path)
         log(profile_text(record, show_arm))
 
@@ -392,6 +390,12 @@ def run_arms(model_name: str, context: int, arms: list[tuple[str, dict[str, str]
     block 2, ...) so that clock and thermal drift fall on all arms alike. Returns one record per arm."""
     records, live = [], {}
     several = len(arms) > 1
+
+    def switch_to(p: Prepared) -> None:
+        """The process-wide attention settings are those of the arm built last: another arm's steps need its own
+        (a probe of one attention step, outside the timed blocks; one arm alone keeps what it was built with)."""
+        if several:
+            apply_sdpa_settings(p, device)
 
     def survive(name: str, action) -> None:
         """Run one arm's action; a failure marks that arm failed and drops it, the others go on."""
@@ -414,10 +418,11 @@ def run_arms(model_name: str, context: int, arms: list[tuple[str, dict[str, str]
             fail(record, exc, log, several)
     if len(live) > 1:
         for name, prepared in list(live.items()):
-            survive(name, lambda p=prepared: (apply_sdpa_settings(p, device), p.step(), sync(device)))
+            survive(name, lambda p=prepared: (switch_to(p), p.step(), sync(device)))
     for block in range(1, args.repeats + 1):
         for name, prepared in list(live.items()):
             def timed(p=prepared):
+                switch_to(p)
                 ms = time_block(p, args.steps, device)
                 log(f"  block {block}/{args.repeats}{arm_tag(p.record, several)}: {ms:.1f} ms/step")
             survive(name, timed)
@@ -426,7 +431,8 @@ def run_arms(model_name: str, context: int, arms: list[tuple[str, dict[str, str]
         if args.profile_steps > 0 and args.profile_trace_dir is not None:
             suffix = f"_{name}" if several else ""
             trace = Path(args.profile_trace_dir) / f"trace_{model_name}_{context}{suffix}.json.gz"
-        survive(name, lambda p=prepared, t=trace: finish_config(p, device, log, args.profile_steps, t, several))
+        survive(name, lambda p=prepared, t=trace: (switch_to(p),
+                                                    finish_config(p, device, log, args.profile_steps, t, several)))
     for prepared in live.values():
         prepared.record["status"] = "ok"
     live.clear()
@@ -656,13 +662,14 @@ def md_table(header: list[str], rows: list[list[str]]) -> str:
 def bench_markdown(doc: dict) -> str:
     env, settings = doc["environment"], doc["settings"]
     arms = settings.get("arms") or {}
-    rows = [table_row(r, show_arm=len(arms) > 1) for r in doc["results"]]
+    several = len(arms) > 1
+    rows = [table_row(r, show_arm=several) for r in doc["results"]]
     overrides = " ".join(f"{k}={v}" for k, v in sorted(settings["env_overrides"].items())) or "none"
     details = []
     for r in doc["results"]:
         if r.get("sdpa_backend") is None:
             continue
-        details.append(f"- {r['model']} @ {r['context']}{arm_tag(r, len(arms) > 1)}: sdpa {r['sdpa_backend']} (expand_kv {r.get('expand_kv')}), "
+        details.append(f"- {r['model']} @ {r['context']}{arm_tag(r, several)}: sdpa {r['sdpa_backend']} (expand_kv {r.get('expand_kv')}), "
                        f"compile {r.get('compile')}, params {fmt(r.get('n_params'), ',')}, attention layers "
                        f"{r.get('attn_layers')}; " + "; ".join(r.get("mixer_lines") or []))
     out = [
@@ -680,7 +687,7 @@ def bench_markdown(doc: dict) -> str:
         "",
         *([f"Arms, each against the first ({next(iter(arms))}): the ms/step ratio of block i to the first arm's "
            "block i (timed one after the other in this process), median (min-max) over the blocks.", "",
-           md_table(ARMS_HEADER, arms_rows(doc["results"])), ""] if len(arms) > 1 else []),
+           md_table(ARMS_HEADER, arms_rows(doc["results"])), ""] if several else []),
         f"Published ms/step: one H100 SXM, {PUBLISHED_GRAD_ACCUM} micro-steps. {FLOP_FORMULA_MD}",
         "",
         *details,
@@ -688,9 +695,9 @@ def bench_markdown(doc: dict) -> str:
     ]
     for r in doc["results"]:
         if r.get("profile"):
-            tag = arm_tag(r, len(arms) > 1)
+            tag = arm_tag(r, several)
             out += [f"## Where the time goes: {r['model']} @ {r['context']}{tag}", "", "```",
-                    profile_text(r, len(arms) > 1), "```", ""]
+                    profile_text(r, several), "```", ""]
     return "\n".join(out)
 
 
@@ -709,6 +716,7 @@ def write_json(path: Path, doc: dict) -> None:
 def run_benchmark(args: argparse.Namespace) -> int:
     overrides = parse_env_overrides(args.env)
     arms = args.arm or [("default", {})]
+    several = len(arms) > 1
     for name, arm_env in arms:
         parse_env_overrides([f"{k}={v}" for k, v in arm_env.items()])  # the same key rule as --env
     if len({name for name, _ in arms}) != len(arms):
@@ -764,15 +772,15 @@ def run_benchmark(args: argparse.Namespace) -> int:
             write_json(Path(args.out_json), doc)
 
     log("")
-    log(text_table(TABLE_HEADER, [table_row(r, error_chars=60, show_arm=len(arms) > 1) for r in doc["results"]]))
+    log(text_table(TABLE_HEADER, [table_row(r, error_chars=60, show_arm=several) for r in doc["results"]]))
     log("")
-    if len(arms) > 1:
+    if several:
         log(text_table(ARMS_HEADER, arms_rows(doc["results"])))
         log("")
     log(f"published: one H100 SXM, {PUBLISHED_GRAD_ACCUM} micro-steps. MFU peak {PEAK_FLOPS / 1e12:.0f} TFLOP/s.")
     for r in doc["results"]:
         if r.get("sdpa_backend") is not None:
-            log(f"{r['model']} @ {r['context']}{arm_tag(r, len(arms) > 1)}: sdpa {r['sdpa_backend']} expand_kv {r.get('expand_kv')} "
+            log(f"{r['model']} @ {r['context']}{arm_tag(r, several)}: sdpa {r['sdpa_backend']} expand_kv {r.get('expand_kv')} "
                 f"compile {r.get('compile')} | " + " | ".join(r.get("mixer_lines") or []))
     if args.out_json:
         write_json(Path(args.out_json), doc)

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from compare_losses import parse_arm  # scripts/ is on sys.path (conftest): the --arm syntax of both scripts
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SINGLE = {"baseline": ("run_baseline_long_context_single_h100.sh", "train_gpt.py"),
@@ -291,8 +292,8 @@ def test_device_gpu_checks_runs_every_step_with_settings_the_trainers_read(tmp_p
         else:
             continue
         for flag, value in zip(argv, argv[1:]):
-            if flag == "--arm":
-                settings += [kv for kv in value.partition(":")[2].split(",") if kv]
+            if flag == "--arm":  # read as both scripts read it
+                settings += [f"{key}={v}" for key, v in parse_arm(value)[1].items()]
         for key in (kv.partition("=")[0] for kv in settings):
             if key != "NPROC":  # compare_losses' own: torchrun's process count
                 assert f'"{key}"' in trainer, f"{key} is not read by the trainer: {argv}"
