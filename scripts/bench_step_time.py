@@ -867,14 +867,61 @@ def setup_key(doc: dict) -> tuple:
     ok = [r for r in doc.get("results", []) if r.get("status") == "ok"]
     if "GRAD_ACCUM_STEPS" not in overrides and ok and not any(r.get("grad_accum_auto") for r in ok):
         overrides["GRAD_ACCUM_STEPS"] = ",".join(str(n) for n in sorted({r.get("grad_accum_steps") for r in ok}))
-    env_flag = importlib.import_module(MODELS["baseline"]).env_flag  # the trainers' own reading of 0/1
+    flags = [speed_flags_on(r, overrides) for r in ok] or [speed_flags_on({}, overrides)]
     for name in FLAGS_ON_BY_DEFAULT:  # named when on, whether by default or by override; off is the old default
-        asked = overrides.pop(name, "0")
-        recorded = [r["speed_flags"][name] for r in ok if name in r.get("speed_flags", {})]
-        if all(recorded) if recorded else env_flag({name: asked}, name, False):
+        overrides.pop(name, None)
+        if all(f[name] for f in flags):
             overrides[name] = "1"
     return (str(env.get("device_name", "?")), str(env.get("torch", "?")), bool(settings.get("tiny", False)),
             tuple(sorted(overrides.items())))
+
+
+def speed_flags_on(record: dict, overrides: dict[str, str]) -> dict[str, bool]:
+    """Each of FLAGS_ON_BY_DEFAULT as it ran: as the result records it (files from 2026-11-23 on), else as
+    asked in the overrides, read by the trainers' own env_flag; not asked means off, the old default."""
+    env_flag = importlib.import_module(MODELS["baseline"]).env_flag
+    recorded = record.get("speed_flags") or {}
+    return {name: bool(recorded[name]) if name in recorded else env_flag({name: overrides.get(name, "0")}, name, False)
+            for name in FLAGS_ON_BY_DEFAULT}
+
+
+def settings_text(record: dict, overrides: dict[str, str]) -> str:
+    """One arm's settings as they ran: the speed flags resolved (on ones named), then any other override."""
+    flags = speed_flags_on(record, overrides)
+    words = [f"{name}=1" for name in FLAGS_ON_BY_DEFAULT if flags[name]] or ["speed flags off"]
+    words += [f"{k}={v}" for k, v in sorted(overrides.items()) if k not in FLAGS_ON_BY_DEFAULT]
+    return " ".join(words)
+
+
+PAIRED_HEADER = ["device", "model", "context", "reference arm", "compared arm", "reference ms/step",
+                 "compared ms/step", "compared / reference (paired blocks)", "compared / published", "source"]
+
+
+def paired_rows(docs: list[dict]) -> list[list[str]]:
+    """Every arm that ran against a reference arm in one process (bench --arm): both arms' ms/step and the
+    paired ratio as the run computed it (median of block i / block i, min-max), one row per file, so the
+    same comparison in two files gives two rows: the repeats."""
+    arms = {}  # (file, model, context, arm) -> (record, the arm's overrides)
+    for doc in docs:
+        if not (doc.get("settings") or {}).get("arms"):
+            continue
+        overrides = dict((doc.get("settings") or {}).get("env_overrides") or {})
+        for r in doc.get("results", []):
+            if r.get("status") == "ok":
+                arms[(doc["_path"], r["model"], int(r["context"]), r.get("arm"))] = (r, overrides, doc)
+    rows = []
+    for (path, model, context, _), (r, overrides, doc) in arms.items():
+        if "ratio_vs_reference" not in r or (path, model, context, r.get("reference_arm")) not in arms:
+            continue
+        ref, ref_overrides, _ = arms[(path, model, context, r["reference_arm"])]
+        stats = {"ref": pooled([ref]), "arm": pooled([r])}
+        published = None if (doc.get("settings") or {}).get("tiny") else PUBLISHED_MS[model].get(context)
+        rows.append([str((doc.get("environment") or {}).get("device_name", "?")), model, str(context),
+                     settings_text(ref, ref_overrides), settings_text(r, overrides),
+                     ms_cell(stats["ref"]), ms_cell(stats["arm"]),
+                     f"{r['ratio_vs_reference']:.3f} ({r['ratio_vs_reference_min']:.3f}-{r['ratio_vs_reference_max']:.3f})",
+                     f"{stats['arm']['median'] / published:.2f}" if published else "-", f"`{path}`"])
+    return sorted(rows, key=lambda row: (row[0], row[1], int(row[2]), row[3], row[4], row[9]))
 
 
 def pooled(results: list[dict]) -> dict | None:
@@ -1006,6 +1053,20 @@ def compute_markdown(docs: list[dict], out_display: str) -> str:
             f"Crossover (published): {published_text}.",
             "",
             f"**{verdict}**",
+            "",
+        ]
+    paired = paired_rows(docs)
+    if paired:
+        lines += [
+            "## Arms of one process: paired ratios",
+            "",
+            "Files made with `--arm` time every arm in one process, blocks round-robin; the ratio is the median of "
+            "block i of the compared arm over block i of the reference arm (min-max over the pairs), which "
+            "leaves out the few per cent two processes of one configuration can differ by. Arms are named by "
+            "the settings they ran with (the speed flags as resolved). One row per file: the same comparison "
+            "in two files is two repeats.",
+            "",
+            md_table(PAIRED_HEADER, paired),
             "",
         ]
     return "\n".join(lines).rstrip("\n") + "\n"

@@ -276,3 +276,45 @@ def test_compute_md_keeps_the_arms_of_one_file_apart(tmp_path):
     assert "| 32768 | 524,288 | 1541.0 (1540.0-1542.0) | 2202 | 891.0 (890.0-892.0) | 1361 |" in default_part
     assert "| 32768 | 524,288 | 1501.0 (1500.0-1502.0) | 2202 | 801.0 (800.0-802.0) | 1361 |" in fast_part
     assert text.count("python3 scripts/bench_step_time.py --out-json x.json") == 1  # the file's command once
+
+
+def test_paired_ratios_of_arms_one_row_per_file_named_by_the_flags_as_they_ran(tmp_path):
+    """The speed issue's comparisons: each arm against its reference arm, the ratio the run computed. An old
+    file (flags asked by its fast arm, nothing recorded) and a new one (flags recorded; its reference arm
+    turned them off) name the same comparison alike and give two adjacent rows; a failed arm and a file
+    without arms give none."""
+    def arms_file(arm_names: dict, blocks: dict, ratio: tuple, recorded: dict | None) -> dict:
+        doc = fake_results("NVIDIA H100 80GB HBM3", {"baseline": {32768: blocks["ref"]}})
+        ref = doc["results"][0]
+        ref["arm"] = arm_names["ref"]
+        arm = dict(ref, arm=arm_names["arm"], block_ms_per_step=blocks["arm"], reference_arm=arm_names["ref"],
+                   ratio_vs_reference=ratio[0], ratio_vs_reference_min=ratio[1], ratio_vs_reference_max=ratio[2])
+        failed = {"model": "hybrid", "context": 32768, "status": "failed", "arm": arm_names["arm"],
+                  "reference_arm": arm_names["ref"], "ratio_vs_reference": 0.5}
+        if recorded is not None:
+            ref["speed_flags"], arm["speed_flags"] = recorded["ref"], recorded["arm"]
+        doc["results"] = [ref, arm, failed]
+        return doc
+
+    on = {"FUSED_PROJECTIONS": True, "MUON_BATCHED": True}
+    off = {"FUSED_PROJECTIONS": False, "MUON_BATCHED": False}
+    old = arms_file({"ref": "default", "arm": "fast"}, {"ref": [1552.0, 1558.0, 1555.0], "arm": [1525.0, 1528.0, 1527.0]},
+                    (0.981, 0.980, 0.984), None)
+    old["settings"]["arms"] = {"default": {}, "fast": {"FUSED_PROJECTIONS": "1", "MUON_BATCHED": "1"}}
+    new = arms_file({"ref": "grid", "arm": "default"}, {"ref": [1543.0, 1559.0, 1549.0], "arm": [1520.0, 1524.0, 1523.0]},
+                    (0.983, 0.977, 0.985), {"ref": off, "arm": on})
+    new["settings"]["arms"] = {"grid": {"FUSED_PROJECTIONS": "0", "MUON_BATCHED": "0"}, "default": {}}
+    plain = fake_results("NVIDIA H100 80GB HBM3", {"hybrid": {8192: [430.0, 431.0]}})
+    paths = []
+    for name, doc in (("new", new), ("old", old), ("plain", plain)):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(doc))
+    text = regenerate(tmp_path, paths, "compute_experiment.md")
+    paired = text.split("## Arms of one process: paired ratios")[1]
+    rows = [line for line in paired.splitlines() if line.startswith("| NVIDIA")]
+    prefix = "| NVIDIA H100 80GB HBM3 | baseline | 32768 | speed flags off | FUSED_PROJECTIONS=1 MUON_BATCHED=1 | "
+    assert rows == [
+        prefix + f"1549.0 (1543.0-1559.0) | 1523.0 (1520.0-1524.0) | 0.983 (0.977-0.985) | 0.69 | `{paths[0]}` |",
+        prefix + f"1555.0 (1552.0-1558.0) | 1527.0 (1525.0-1528.0) | 0.981 (0.980-0.984) | 0.69 | `{paths[1]}` |",
+    ]
+    assert "## Arms of one process" not in regenerate(tmp_path, [paths[2]], "plain.md")
