@@ -17,8 +17,10 @@ import io
 import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import threading
 import time
 import uuid
 import zlib
@@ -163,6 +165,8 @@ class Hyperparameters:
         # Muon's Newton-Schulz through torch.compile when the model is compiled, as the competition's
         # train_gpt.py does: fused elementwise ops, fewer launches; bf16 rounds a little differently.
         self.muon_compile = env_flag(env, "MUON_COMPILE", False)
+        # Seconds between nvidia-smi samples of the SM clock and power while training (CUDA, rank 0; 0 = off).
+        self.gpu_monitor_seconds = env_value(env, "GPU_MONITOR_SECONDS", 5.0, float)
 
     @property
     def train_files(self) -> str:
@@ -194,6 +198,7 @@ class Hyperparameters:
              f"GRAD_ACCUM_MEMORY_FRACTION={self.grad_accum_memory_fraction} must be in [0.05, 1]"),
             (self.iterations >= 0 and self.warmup_steps >= 0, "ITERATIONS and WARMUP_STEPS must be >= 0"),
             (self.max_wallclock_seconds >= 0, "MAX_WALLCLOCK_SECONDS must be >= 0 (0 disables the cap)"),
+            (self.gpu_monitor_seconds >= 0, f"GPU_MONITOR_SECONDS={self.gpu_monitor_seconds} must be >= 0 (0 = off)"),
             (0.0 <= self.warmdown_frac <= 1.0, f"WARMDOWN_FRAC={self.warmdown_frac} must be in [0, 1]"),
             (0.0 <= self.muon_momentum_warmup_frac <= 1.0,
              f"MUON_MOMENTUM_WARMUP_FRAC={self.muon_momentum_warmup_frac} must be in [0, 1]"),
@@ -1339,6 +1344,71 @@ def choose_sdpa_backend(requested: str, head_dim: int, num_heads: int, num_kv_he
                       + "; ".join(errors))
 
 
+def nvidia_smi_device(index: int, env: dict | None = None) -> str:
+    """nvidia-smi's name for CUDA device `index` of this process: CUDA_VISIBLE_DEVICES renumbers the devices
+    torch sees, nvidia-smi does not."""
+    visible = [v.strip() for v in (os.environ if env is None else env).get("CUDA_VISIBLE_DEVICES", "").split(",")]
+    visible = [v for v in visible if v]
+    return visible[index] if index < len(visible) else str(index)
+
+
+class GpuMonitor:
+    """The GPU's SM clock, power draw and clock-limit reasons, sampled by nvidia-smi every GPU_MONITOR_SECONDS
+    in a background thread while training runs (not while validating), summarised at each validation.
+
+    A 600 s run on the H100 held a lower SM clock under its power cap than a short benchmark does
+    (docs/speed_notes.md), so a run's ms/step depends on it: the log should say what the clock was.
+    """
+
+    QUERY = "clocks.sm,power.draw,clocks_throttle_reasons.active"
+
+    def __init__(self, interval_s: float, device: str, command: str = "nvidia-smi"):
+        self.interval_s, self.device, self.command = interval_s, device, command
+        self.samples: list[tuple[float, float, str]] = []  # (SM MHz, power W, limit reasons bit mask)
+        self.error: str | None = None
+        self.lock = threading.Lock()
+        self.training = threading.Event()  # set by the training loop while it trains
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._sample_until_stopped, name="gpu-monitor", daemon=True)
+
+    def sample(self) -> tuple[float, float, str]:
+        out = subprocess.run([self.command, f"--query-gpu={self.QUERY}", "--format=csv,noheader,nounits",
+                              "-i", self.device], capture_output=True, text=True, timeout=10, check=True).stdout
+        sm_mhz, power_w, reasons = [v.strip() for v in out.strip().splitlines()[0].split(",")]
+        return float(sm_mhz), float(power_w), reasons
+
+    def _sample_until_stopped(self) -> None:
+        while not self.stopped.wait(self.interval_s):
+            if not self.training.is_set():
+                continue
+            try:
+                value = self.sample()
+            except (OSError, subprocess.SubprocessError, ValueError, IndexError) as exc:
+                self.error = f"{type(exc).__name__}: {str(exc).strip()[:160]}"  # one failure ends the sampling
+                return
+            with self.lock:
+                self.samples.append(value)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.training.clear()
+        self.stopped.set()
+
+    def summary(self) -> str | None:
+        """One log line for the samples since the last summary (which it forgets), or None if there is nothing."""
+        with self.lock:
+            samples, self.samples = self.samples, []
+        if not samples:
+            return f"gpu_monitor: stopped ({self.error})" if self.error else None
+        sm_mhz, power_w = sorted(s[0] for s in samples), sorted(s[1] for s in samples)
+        reasons = ",".join(sorted({s[2] for s in samples}))
+        return (f"gpu_monitor: samples:{len(samples)} sm_mhz:{sm_mhz[len(sm_mhz) // 2]:.0f} "
+                f"({sm_mhz[0]:.0f}-{sm_mhz[-1]:.0f}) power_w:{power_w[len(power_w) // 2]:.0f} "
+                f"({power_w[0]:.0f}-{power_w[-1]:.0f}) limit_reasons:{reasons}")
+
+
 def run_versions() -> list[str]:
     lines = [f"python:{platform.python_version()} torch:{torch.__version__} numpy:{np.__version__} "
              f"sentencepiece:{getattr(spm, '__version__', '?')}"]
@@ -1487,21 +1557,36 @@ def main() -> None:
         torch.cuda.reset_peak_memory_stats(device)  # the logged peak is the timed run's, not the probe's
     log0(f"world_size:{world_size} grad_accum_steps:{h.grad_accum_steps} device:{device} compile:{compiled}")
 
+    # Rank 0 samples its GPU while training, wherever nvidia-smi runs (a CPU run has none, unless a test puts one).
+    monitor = None
+    if master and h.gpu_monitor_seconds > 0 and shutil.which("nvidia-smi"):
+        monitor = GpuMonitor(h.gpu_monitor_seconds, nvidia_smi_device(device.index or 0))
+        monitor.start()
+        log0(f"gpu_monitor: every {h.gpu_monitor_seconds:g}s, nvidia-smi -i {monitor.device}")
+
     training_time_ms = 0.0
     stop_after_step: int | None = None
     sync()
     t0 = time.perf_counter()
+    if monitor is not None:
+        monitor.training.set()
     step = 0
     while True:
         last_step = step == h.iterations or (stop_after_step is not None and step >= stop_after_step)
         if last_step or (h.val_loss_every > 0 and step % h.val_loss_every == 0):
             sync()
             training_time_ms += 1000.0 * (time.perf_counter() - t0)
+            if monitor is not None:
+                monitor.training.clear()
+                if (line := monitor.summary()) is not None:
+                    log0(line)  # the clock while training since the last validation
             val_loss, val_bpb = eval_val(h, model, rank, world_size, device, val_tokens, luts, autocast_enabled)
             log0(f"step:{step}/{h.iterations} val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f} "
                  f"train_time:{training_time_ms:.0f}ms step_avg:{training_time_ms / max(step, 1):.2f}ms")
             sync()
             t0 = time.perf_counter()
+            if monitor is not None:
+                monitor.training.set()
         if last_step:
             if stop_after_step is not None and step < h.iterations:
                 log0(f"stopping_early: wallclock_cap train_time:{training_time_ms:.0f}ms step:{step}/{h.iterations}")
@@ -1524,6 +1609,8 @@ def main() -> None:
         if stop_after_step is None and reached_cap:
             stop_after_step = step
 
+    if monitor is not None:
+        monitor.stop()
     tokens_seen = train_loader.stream.tokens_taken
     log0(f"train_tokens_seen:{tokens_seen} epochs:{tokens_seen / max(train_tokens_total, 1):.3f}")
     if use_cuda:

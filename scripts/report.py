@@ -90,6 +90,7 @@ RE_MODEL_BYTES = re.compile(r"^Serialized model int8\+zlib: (\d+) bytes")
 RE_TOTAL_BYTES = re.compile(r"^Total submission size int8\+zlib: (\d+) bytes")
 RE_LIMIT = re.compile(r"^submission_limit:(\d+) bytes_model:\d+ bytes_code:\d+ bytes_total:\d+ within_limit:(True|False)")
 RE_FINAL = re.compile(r"^final_int8_zlib_roundtrip_exact val_loss:(\S+) val_bpb:(\S+)")
+RE_MONITOR = re.compile(r"^gpu_monitor: samples:(\d+) sm_mhz:(\d+) ")
 RE_CUDA_DEVICE = re.compile(r"^cuda:\S+ device:(.+?) capability:")
 RE_CPU_DEVICE = re.compile(r"^device:cpu\b")
 RE_SMI_DATE = re.compile(r"^(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) (?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
@@ -131,6 +132,7 @@ class Run:
     within_limit: bool | None = None
     final_val_loss: float | None = None
     final_val_bpb: float | None = None
+    sm_mhz: list = field(default_factory=list)  # (samples, median SM clock) per interval between validations
     date: datetime | None = None
     superseded: bool = False
 
@@ -156,6 +158,13 @@ class Run:
         """The val_bpb logged at this step (the last one, if logged twice), or None."""
         values = [p[2] for p in self.val if p[0] == step]
         return values[-1] if values else None
+
+    @property
+    def sm_mhz_median(self) -> float | None:
+        """The SM clock while training: the median over every nvidia-smi sample (each interval's median
+        stands for its samples); None for logs from before the trainers sampled it."""
+        clocks = sorted(mhz for n, mhz in self.sm_mhz for _ in range(n))
+        return clocks[len(clocks) // 2] if clocks else None
 
     @property
     def steps(self) -> int | None:
@@ -275,6 +284,8 @@ def parse_log(path: Path) -> Run:
             run.byte_limit, run.within_limit = int(m[1]), m[2] == "True"
         elif m := RE_FINAL.match(line):
             run.final_val_loss, run.final_val_bpb = float(m[1]), float(m[2])
+        elif m := RE_MONITOR.match(line):
+            run.sm_mhz.append((int(m[1]), float(m[2])))
         elif m := RE_CUDA_DEVICE.match(line):
             run.device = m[1].strip()
         elif RE_CPU_DEVICE.match(line):
@@ -1176,10 +1187,12 @@ def build_section(runs: list[Run], skipped: list[str], groups: list[Group], curv
     rows = []
     for r in runs:
         rows.append([r.run_id, r.model, r.seq_len, r.seed, r.variant, r.device, r.sdpa_backend,
-                     fmt_int(r.steps), fmt(r.ms_per_step, 1), fmt(r.epochs, 3), fmt_int(r.peak_alloc_mib),
-                     artifact_cell(r), fmt(r.final_val_bpb), r.status])
+                     fmt_int(r.steps), fmt(r.ms_per_step, 1), fmt(r.sm_mhz_median, 0), fmt(r.epochs, 3),
+                     fmt_int(r.peak_alloc_mib), artifact_cell(r), fmt(r.final_val_bpb), r.status])
     lines += markdown_table(["run_id", "model", "context", "seed", "variant", "device", "sdpa", "steps", "ms/step",
-                    "epochs", "peak alloc MiB", "artifact bytes", "val_bpb", "status"], rows) + [""]
+                             "SM MHz", "epochs", "peak alloc MiB", "artifact bytes", "val_bpb", "status"], rows) + [""]
+    lines += ["SM MHz: the median SM clock over the trainer's nvidia-smi samples while training (`gpu_monitor:` "
+              "lines; – for logs from before 2026-11-23 session 7, which have none).", ""]
     if unfinished:
         lines += ["Unfinished (no final round-trip line; excluded from means): "
                   + ", ".join(f"`{r.run_id}`" for r in unfinished) + ".", ""]

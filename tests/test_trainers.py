@@ -6,12 +6,14 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import sentencepiece as spm
 import torch
 
+import report
 import train_gpt as base
 import train_gpt_gdn as hybrid
 from conftest import REPO_ROOT, VAL_DOCS, rel_err, run_trainer, write_shard
@@ -224,6 +226,7 @@ def test_auto_micro_steps_choose_the_fewest_that_fit():
     ({"GDN_BACKEND": "cuda"}, "GDN_BACKEND='cuda' must be one of"),
     ({"WARMDOWN_FRAC": "1.5"}, "WARMDOWN_FRAC=1.5 must be in [0, 1]"),
     ({"GDN_CUSTOM_OP": "1", "GDN_FLA_FUSED": "1"}, "GDN_CUSTOM_OP=1 wraps the unfused kernel only"),
+    ({"GPU_MONITOR_SECONDS": "-1"}, "GPU_MONITOR_SECONDS=-1.0 must be >= 0 (0 = off)"),
 ])
 def test_bad_settings_are_named(env, message):
     with pytest.raises(hybrid.ConfigError, match=re.escape(message)):
@@ -276,7 +279,13 @@ def parse_log(text: str) -> dict:
 
 @pytest.mark.parametrize("script", ["train_gpt.py", "train_gpt_gdn.py"])
 def test_trainer_end_to_end(script, tiny_data, tmp_path):
-    result = run_trainer(script, tiny_data, tmp_path, RUN_ID="e2e")
+    # nvidia-smi as the H100 answers (a fake on PATH): the GPU monitor's samples reach the log.
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "nvidia-smi").write_text("#!/bin/sh\necho '1800, 690.12, 0x0000000000000004'\n")
+    (fake_bin / "nvidia-smi").chmod(0o755)
+    result = run_trainer(script, tiny_data, tmp_path, RUN_ID="e2e", GPU_MONITOR_SECONDS="0.01",
+                         PATH=f"{fake_bin}{os.pathsep}{os.environ['PATH']}")
     assert result.returncode == 0, result.stderr[-3000:]
     log_path = tmp_path / "logs" / "e2e.txt"
     text = log_path.read_text(encoding="utf-8")
@@ -291,6 +300,13 @@ def test_trainer_end_to_end(script, tiny_data, tmp_path):
         assert needle in text, needle
     if script == "train_gpt_gdn.py":
         assert "gdn_layers:[0, 2] attn_layers:[1]" in text and "gdn_backend:torch" in text
+    assert "gpu_monitor: every 0.01s, nvidia-smi -i 0" in text
+    # before each validation after training started: the samples since the last one, all the fake's reading
+    monitor_lines = re.findall(r"^gpu_monitor: samples:(\d+) (.*)$", text, re.M)
+    assert len(monitor_lines) >= 2 and all(int(n) >= 1 for n, _ in monitor_lines), monitor_lines
+    assert {rest for _, rest in monitor_lines} == {"sm_mhz:1800 (1800-1800) power_w:690 (690-690) "
+                                                   "limit_reasons:0x0000000000000004"}
+    assert report.parse_log(log_path).sm_mhz_median == 1800.0  # the report's SM MHz column reads them
     assert (tmp_path / "artifacts" / "e2e.int8.ptz").is_file()
     again = run_trainer(script, tiny_data, tmp_path, RUN_ID="e2e")
     assert again.returncode == 2 and "was already used" in again.stderr
@@ -598,3 +614,80 @@ def test_trainers_share_one_skeleton():
         'self.model_dim = env_value(env, "MODEL_DIM", 512, int)']
     assert all("gdn" in line.lower() or "deltanet" in line.lower() or "MODEL_DIM" in line or not line.strip()
                for line in hybrid_h - base_h), hybrid_h - base_h
+
+
+# ---------------------------------------------------------------- GPU monitor (nvidia-smi)
+
+
+def fake_nvidia_smi(tmp_path: Path, readings: list[str]) -> Path:
+    """An executable that answers like `nvidia-smi --query-gpu=... --format=csv,noheader,nounits`: the
+    readings in turn (then the last again), and records its arguments, one call per line."""
+    script = tmp_path / "nvidia-smi"
+    state = tmp_path / "calls.txt"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import sys\n"
+        f"readings = {readings!r}\n"
+        f"with open({str(state)!r}, 'a') as f:\n"
+        "    f.write(' '.join(sys.argv[1:]) + '\\n')\n"
+        f"calls = len(open({str(state)!r}).read().splitlines())\n"
+        "print(readings[min(calls, len(readings)) - 1])\n")
+    script.chmod(0o755)
+    return script
+
+
+def wait_for(condition, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("module", [base, hybrid], ids=["baseline", "hybrid"])
+def test_gpu_monitor_samples_only_while_training_and_summarises(module, tmp_path):
+    """Samples are taken only while the loop trains; a summary gives their median and range and forgets
+    them. Readings in nvidia-smi's csv,noheader,nounits form, as the H100 printed them."""
+    readings = ["1980, 612.40, 0x0000000000000000", "1800, 690.12, 0x0000000000000004",
+                "1815, 686.00, 0x0000000000000004"]
+    monitor = module.GpuMonitor(0.01, "3", command=str(fake_nvidia_smi(tmp_path, readings)))
+    monitor.start()
+    time.sleep(0.2)
+    assert monitor.summary() is None  # not training yet: nothing sampled
+    monitor.training.set()
+    wait_for(lambda: len(monitor.samples) >= 3)
+    monitor.training.clear()
+    time.sleep(1.0)  # a sample already under way (one process start) lands; no new one begins
+    line = monitor.summary()
+    n = int(re.search(r"samples:(\d+)", line).group(1))
+    assert n >= 3
+    # the median of 1980, 1800, 1815 and (n - 3) more 1815s is 1815; power likewise 686
+    assert line == (f"gpu_monitor: samples:{n} sm_mhz:1815 (1800-1980) power_w:686 (612-690) "
+                    "limit_reasons:0x0000000000000000,0x0000000000000004")
+    time.sleep(0.1)
+    assert monitor.summary() is None  # forgotten, and nothing new while not training
+    monitor.stop()
+    monitor.thread.join(timeout=5)
+    assert not monitor.thread.is_alive()
+    calls = (tmp_path / "calls.txt").read_text().splitlines()
+    assert calls[0] == "--query-gpu=clocks.sm,power.draw,clocks_throttle_reasons.active --format=csv,noheader,nounits -i 3"
+
+
+def test_gpu_monitor_reports_a_failure_once_and_stops(tmp_path):
+    monitor = base.GpuMonitor(0.01, "0", command=str(tmp_path / "no-such-nvidia-smi"))
+    monitor.start()
+    monitor.training.set()
+    monitor.thread.join(timeout=10)
+    assert not monitor.thread.is_alive()  # one failure ends the sampling
+    assert monitor.summary().startswith("gpu_monitor: stopped (FileNotFoundError")
+    garbled = base.GpuMonitor(0.01, "0", command=str(fake_nvidia_smi(tmp_path, ["No devices were found"])))
+    garbled.start()
+    garbled.training.set()
+    garbled.thread.join(timeout=10)
+    assert garbled.summary().startswith("gpu_monitor: stopped (ValueError")
+
+
+def test_nvidia_smi_device_follows_cuda_visible_devices():
+    assert base.nvidia_smi_device(0, {}) == "0"
+    assert base.nvidia_smi_device(1, {"CUDA_VISIBLE_DEVICES": "2,3"}) == "3"
+    assert base.nvidia_smi_device(0, {"CUDA_VISIBLE_DEVICES": "GPU-8f0e"}) == "GPU-8f0e"
+    assert base.nvidia_smi_device(0, {"CUDA_VISIBLE_DEVICES": ""}) == "0"
