@@ -315,6 +315,11 @@ def test_device_poll_logs_returns_run_logs_and_check_results(tmp_path):
         "step:10/20000 train_loss:5.9 train_time:9000ms step_avg:900.00ms\n"
         "final_int8_zlib_roundtrip_exact val_loss:2.3 val_bpb:1.37\n")
     (device_tmp / "logs" / "stdout_hybrid_32768_42.out").write_text("")
+    (device_tmp / "logs" / "baseline_8192_seed1337_y.txt").write_text(  # still training: 550 of its 600 s done
+        "config max_wallclock_seconds:600.0\n"
+        "step:1300/20000 val_loss:2.1813 val_bpb:1.3006 train_time:542204ms step_avg:417.08ms\n"
+        "step:1320/20000 train_loss:2.1911 train_time:550206ms step_avg:416.82ms\n")
+    (device_tmp / "logs" / "hybrid_16384_seed1337_z.txt").write_text("config max_wallclock_seconds:600.0\n")
     (device_tmp / "logs" / "queue.out").write_text("start hybrid 32768 42\n")
     (device_tmp / "checks" / "bench_fast.json").write_text("{}")
     (device_tmp / "checks" / "bench_fast.out").write_text("raw")
@@ -325,9 +330,13 @@ def test_device_poll_logs_returns_run_logs_and_check_results(tmp_path):
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0 or "nvidia-smi" in proc.stderr, proc.stderr
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
-        "checks/bench_fast.json", "checks/checks.out", "hybrid_32768_seed42_x.txt", "queue.out",
-        "stdout_hybrid_32768_42.out"]
+        "baseline_8192_seed1337_y.txt", "checks/bench_fast.json", "checks/checks.out", "hybrid_16384_seed1337_z.txt",
+        "hybrid_32768_seed42_x.txt", "queue.out", "stdout_hybrid_32768_42.out"]
     assert "start bench_fast" in proc.stdout and "val_bpb:1.37" in proc.stdout
+    # what each unfinished run still needs (the finished one gets no such line)
+    left = [line for line in proc.stdout.splitlines() if line.startswith("left:")]
+    assert left == ["left: ~50 s of training, then the final validation and round trip (~1 min)",
+                    "left: not training yet (warm-up): the whole budget, then ~1 min"]
 
 
 def test_compare_losses_names_what_is_missing(tmp_path):

@@ -27,5 +27,15 @@ cat $T/logs/queue.out 2> /dev/null
 for f in $T/logs/*.txt; do
     echo "== $f"
     grep -E '^(step|warmup_time|grad_accum_probe|stopping|peak|final|Total)' "$f" | tail -4
+    # Unfinished: how long it still needs, so the last call before the 30-minute mark can outlast it.
+    if ! grep -q '^final_int8_zlib_roundtrip_exact' "$f"; then
+        budget=$(sed -n 's/^config max_wallclock_seconds:\([0-9]*\).*/\1/p' "$f" | head -1)
+        trained=$(sed -n 's/^step:[0-9]*\/[0-9]* .*train_time:\([0-9]*\)ms.*/\1/p' "$f" | tail -1)
+        if [[ -n "$budget" && -n "$trained" ]]; then
+            echo "left: ~$(( budget - trained / 1000 )) s of training, then the final validation and round trip (~1 min)"
+        else
+            echo "left: not training yet (warm-up): the whole budget, then ~1 min"
+        fi
+    fi
 done
 nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader
