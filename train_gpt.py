@@ -150,7 +150,8 @@ class Hyperparameters:
         # Muon's Newton-Schulz through torch.compile when the model is compiled, as the competition's
         # train_gpt.py does: fused elementwise ops, fewer launches; bf16 rounds a little differently.
         self.muon_compile = env_flag(env, "MUON_COMPILE", False)
-        # Seconds between nvidia-smi samples of the SM clock and power while training (CUDA, rank 0; 0 = off).
+        # Seconds between nvidia-smi samples of the SM clock and power while training (rank 0, when nvidia-smi
+        # is on PATH; 0 = off).
         self.gpu_monitor_seconds = env_value(env, "GPU_MONITOR_SECONDS", 5.0, float)
 
     @property
@@ -1006,8 +1007,9 @@ class GpuMonitor:
         """One log line for the samples since the last summary (which it forgets), or None if there is nothing."""
         with self.lock:
             samples, self.samples = self.samples, []
-        if not samples:
-            return f"gpu_monitor: stopped ({self.error})" if self.error else None
+        if not samples:  # a failure is reported once, after any samples taken before it
+            error, self.error = self.error, None
+            return f"gpu_monitor: stopped ({error})" if error else None
         sm_mhz, power_w = sorted(s[0] for s in samples), sorted(s[1] for s in samples)
         reasons = ",".join(sorted({s[2] for s in samples}))
         return (f"gpu_monitor: samples:{len(samples)} sm_mhz:{sm_mhz[len(sm_mhz) // 2]:.0f} "

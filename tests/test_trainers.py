@@ -679,6 +679,7 @@ def test_gpu_monitor_reports_a_failure_once_and_stops(tmp_path):
     monitor.thread.join(timeout=10)
     assert not monitor.thread.is_alive()  # one failure ends the sampling
     assert monitor.summary().startswith("gpu_monitor: stopped (FileNotFoundError")
+    assert monitor.summary() is None  # said once, not at every validation
     garbled = base.GpuMonitor(0.01, "0", command=str(fake_nvidia_smi(tmp_path, ["No devices were found"])))
     garbled.start()
     garbled.training.set()
