@@ -266,8 +266,8 @@ def test_device_gpu_checks_runs_every_step_with_settings_the_trainers_read(tmp_p
     device_tmp = tmp_path / "device"
     (device_tmp / "data").mkdir(parents=True)
     (device_tmp / "data" / "ready").touch()
-    steps = ["fla_tests", "micro_steps", "variants", "published_kernels", "bench_fast", "custom_op_tests", "muon_tests", "bench_variants",
-             "two_gpus", "profile"]
+    steps = ["fla_tests", "micro_steps", "variants", "published_kernels", "bench_fast", "bench_order", "custom_op_tests",
+             "muon_tests", "bench_variants", "two_gpus", "profile"]
     env = {"PATH": f"{bin_dir}{os.pathsep}/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path),
            "DEVICE_TMP": str(device_tmp), "REPO": str(REPO_ROOT), "RECORD": str(record)}
     proc = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "device" / "gpu_checks.sh"), *steps, "nosuch"],
@@ -301,7 +301,7 @@ def test_device_gpu_checks_runs_every_step_with_settings_the_trainers_read(tmp_p
     assert {"MUON_COMPILE", "MUON_BATCHED", "GDN_SHIFT_CONV", "GDN_HEADS", "GRAD_ACCUM_STEPS", "FUSED_PROJECTIONS",
             "NUM_KV_HEADS", "SDPA_BACKEND"} <= checked
     benches = [argv for argv in calls if argv[0].endswith("bench_step_time.py") and "--arm" in argv]
-    assert len(benches) == 2 and all(argv.count("--arm") >= 2 for argv in benches)  # both arms in one process
+    assert len(benches) == 3 and all(argv.count("--arm") >= 2 for argv in benches)  # both arms in one process
 
 
 def test_device_poll_logs_returns_run_logs_and_check_results(tmp_path):

@@ -18,6 +18,10 @@
 #                   round-robin: the grid's settings (FUSED_PROJECTIONS=0 MUON_BATCHED=0) and the defaults (both
 #                   on; the closing table of the speed issue; 2026-11-23 measured the hybrid and the baseline at
 #                   32k, so the baseline's 8k and 16k come first)
+#   bench_order     bench_step_time.py: the hybrid at 8k, bench_fast's two arms in the other order (the defaults
+#                   built first): both earlier benches built the flags-on arm second and measured it 429 ms/step
+#                   (0.858 of the flags-off arm), where the 600 s runs took 449 against 488 (0.920); does the order
+#                   of the arms in one process move them? (~5 min)
 #   custom_op_tests pytest tests/test_gdn.py -k custom_op (the GDN_CUSTOM_OP ops against fla's wrapper, opcheck)
 #   bench_variants  bench_step_time.py: hybrid at 32k/16k, the default and three shape variants as arms of
 #                   one process (power-of-two head dims in both mixers at the published count, attention head
@@ -75,6 +79,8 @@ for step in "$@"; do
             --profile-steps 2 --profile-trace-dir "$out/traces" --out-json "$out/profile_32k.json" --out-md "$out/profile_32k.md" > "$out/profile_32k.out" 2>&1 ;;
         bench_fast) bench fast 2400 --models baseline,hybrid --contexts 8192,16384,32768 \
             --arm grid:FUSED_PROJECTIONS=0,MUON_BATCHED=0 --arm default: ;;
+        bench_order) bench order 900 --models hybrid --contexts 8192 \
+            --arm default: --arm grid:FUSED_PROJECTIONS=0,MUON_BATCHED=0 ;;
         bench_variants)
             # Shape variants from existing knobs (parameters: default 17,424,332): 4 GDN heads of 64/128 (15,383,496);
             # attention head dim 64 by 7 query heads and 1 KV head, GDN 7 x 48/96 (17,131,408); head dim 64 in both
@@ -88,7 +94,7 @@ for step in "$@"; do
                 compare "two_gpus_$trainer" 900 "$trainer.py" --arm one:GRAD_ACCUM_STEPS=2 \
                     --arm two:NPROC=2,GRAD_ACCUM_STEPS=1
             done ;;
-        *) echo "unknown step $step (fla_tests, custom_op_tests, muon_tests, micro_steps, variants, published_kernels, bench_fast, bench_variants, two_gpus, profile)"; continue ;;
+        *) echo "unknown step $step (fla_tests, custom_op_tests, muon_tests, micro_steps, variants, published_kernels, bench_fast, bench_order, bench_variants, two_gpus, profile)"; continue ;;
     esac
     status=$?
     echo "$(date +%T) end $step rc=$status"
