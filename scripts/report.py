@@ -426,6 +426,49 @@ def comparisons(groups: list[Group]) -> list[dict]:
     return rows
 
 
+def is_speed_flag_variant(variant: str) -> bool:
+    """A variant that differs from the grid's trainers by speed flags only (the same maths, faster)."""
+    flags = {f"{env_name}=1" for _, env_name in SPEED_FLAGS}
+    return variant != "default" and set(variant.split()) <= flags
+
+
+def speed_flag_rows(groups: list[Group]) -> list[dict]:
+    """Each run with speed flags on against the grid's run (variant 'default') of the same model, context, device
+    and seed: same data order and initialisation, so the difference is the flags' (and the GPU's run-to-run)."""
+    index = {g.key: g for g in groups}
+    rows = []
+    for g in groups:
+        grid = index.get((g.model, g.seq_len, "default", g.device))
+        if not is_speed_flag_variant(g.variant) or grid is None:
+            continue
+        grid_by_seed = {r.seed: r for r in grid.runs}
+        for run in g.runs:
+            if (ref := grid_by_seed.get(run.seed)) is not None:
+                rows.append({"model": g.model, "seq_len": g.seq_len, "variant": g.variant, "device": g.device,
+                             "seed": run.seed, "grid": ref, "flags": run})
+    return rows
+
+
+def speed_flag_delta_sentences(rows: list[dict], comps: list[dict]) -> list[str]:
+    """Per context and variant where both models have a same-seed pair: the delta with and without the flags."""
+    by_key = {(c["seq_len"], c["variant"], c["device"]): c for c in comps}
+    sentences = []
+    for seq_len, variant, device in sorted({(r["seq_len"], r["variant"], r["device"]) for r in rows}):
+        flags, grid = by_key.get((seq_len, variant, device)), by_key.get((seq_len, "default", device))
+        if flags is None or grid is None:
+            continue
+        seeds = sorted(set(flags["delta_by_seed"]) & set(grid["delta_by_seed"]))
+        if not seeds:
+            continue
+        with_flags = sum(flags["delta_by_seed"][s] for s in seeds) / len(seeds)
+        without = sum(grid["delta_by_seed"][s] for s in seeds) / len(seeds)
+        seed_text = f"seed{'s' if len(seeds) > 1 else ''} {and_list(map(str, seeds))}"
+        sentences.append(f"At {fmt_ctx(seq_len)} ({seed_text}{'' if len(seeds) == 1 else ', mean'}) the delta "
+                         f"(hybrid - baseline) is {without:+.4f} with the grid's trainers and {with_flags:+.4f} with "
+                         f"{variant}: winner {winner(without)}, then {winner(with_flags)}.")
+    return sentences
+
+
 def and_list(items) -> str:
     """'a', 'a and b', 'a, b and c'."""
     items = [str(i) for i in items]
@@ -1106,6 +1149,25 @@ def build_section(runs: list[Run], skipped: list[str], groups: list[Group], curv
         lines += [noise, ""] if noise else []
     else:
         lines += ["No context has finished runs of both models yet.", ""]
+
+    # The exact speed flags against the grid's trainers, seed by seed.
+    flag_rows = speed_flag_rows(groups)
+    if flag_rows:
+        lines += ["### The speed flags against the grid's trainers", ""]
+        rows = []
+        for r in flag_rows:
+            grid, flags = r["grid"], r["flags"]
+            ratio = (f"{flags.ms_per_step / grid.ms_per_step:.3f}" if flags.ms_per_step and grid.ms_per_step else "–")
+            rows.append([r["model"], r["seq_len"], r["seed"], r["variant"], r["device"], fmt(grid.ms_per_step, 1),
+                         fmt(flags.ms_per_step, 1), ratio, fmt_int(grid.steps), fmt_int(flags.steps),
+                         fmt(grid.final_val_bpb), fmt(flags.final_val_bpb),
+                         f"{flags.final_val_bpb - grid.final_val_bpb:+.4f}"])
+        lines += markdown_table(["model", "context", "seed", "flags on", "device", "ms/step grid", "ms/step flags",
+                                 "flags / grid", "steps grid", "steps flags", "val_bpb grid", "val_bpb flags",
+                                 "change"], rows) + [""]
+        lines += ["Same model, context and seed (the same data order and initialisation), so each row is what the "
+                  "flags changed in a 600 s run, together with the GPU's run-to-run noise."
+                  + "".join(" " + x for x in speed_flag_delta_sentences(flag_rows, comps)), ""]
 
     # Speed against quality per step.
     lines += ["### More steps, or better steps?", ""]

@@ -1075,3 +1075,45 @@ def test_plot_legends_name_the_published_kernels_short():
     other = run_32k("hybrid", 1337, 1189.73, 505, 1.434, published=True, extra={"fused_projections": True})
     assert other.variant != published.variant
     assert module.run_label(other, short=True) == module.run_label(other) == f"hybrid seed 1337 [{other.variant}]"
+
+
+def speed_flag_copy(logs: Path, pattern: str) -> None:
+    """A copy of the seed-2 fixture log matching pattern, as if it were seed 1 run with FUSED_PROJECTIONS=1
+    MUON_BATCHED=1 (its own run_id): a same-seed partner, with other numbers, for the grid's seed-1 run."""
+    source = sorted(logs.glob(pattern))[0]
+    text = source.read_text(encoding="utf-8")
+    text = text.replace("config seed:2", "config fused_projections:True\nconfig muon_batched:True\nconfig seed:1")
+    text = re.sub(r"^seed:2$", "seed:1", text, flags=re.M)
+    text = text.replace("_seed2_", "_seed1_flags_")
+    (logs / source.name.replace("_seed2_", "_seed1_flags_")).write_text(text, encoding="utf-8")
+
+
+def test_speed_flags_against_the_grid_seed_by_seed(tmp_path, report):
+    """Flag runs against the grid's run of the same model, context and seed: a row each with the ratio and the
+    change (numbers read from the logs here), and the delta with and without the flags where both models have
+    such a pair; no section without flag runs."""
+    assert "### The speed flags against the grid's trainers" not in section_of(report["readme"])
+    logs = tmp_path / "logs"
+    shutil.copytree(FIXTURE_LOGS, logs)
+    speed_flag_copy(logs, "hybrid_256_seed2_*.txt")
+    speed_flag_copy(logs, "baseline_256_seed2_*.txt")
+    result = run_report(tmp_path / "out", logs=logs)
+    assert result["proc"].returncode == 0, result["proc"].stderr
+    section = section_of(result["readme"])
+    rows = tables(section)["The speed flags against the grid's trainers"]
+    all_facts = fixture_facts()
+    grid = {m: default_runs(all_facts, m, 256)[0] for m in ("baseline", "hybrid")}  # seed 1
+    flags = {m: default_runs(all_facts, m, 256)[1] for m in ("baseline", "hybrid")}  # seed 2's numbers, copied
+    assert grid["hybrid"]["seed"] == 1 and flags["hybrid"]["seed"] == 2
+    assert [(r["model"], r["context"], r["seed"], r["flags on"]) for r in rows] == [
+        ("baseline", "256", "1", "FUSED_PROJECTIONS=1 MUON_BATCHED=1"), ("hybrid", "256", "1", "FUSED_PROJECTIONS=1 MUON_BATCHED=1")]
+    for row, model in zip(rows, ("baseline", "hybrid")):
+        g, f = grid[model], flags[model]
+        assert row["ms/step grid"] == f"{g['ms_per_step']:.1f}" and row["ms/step flags"] == f"{f['ms_per_step']:.1f}"
+        assert row["flags / grid"] == f"{f['ms_per_step'] / g['ms_per_step']:.3f}"
+        assert (row["steps grid"], row["steps flags"]) == (f"{g['steps']:,}", f"{f['steps']:,}")
+        assert row["change"] == f"{f['val_bpb'] - g['val_bpb']:+.4f}"
+    without = grid["hybrid"]["val_bpb"] - grid["baseline"]["val_bpb"]
+    with_flags = flags["hybrid"]["val_bpb"] - flags["baseline"]["val_bpb"]
+    assert (f"At 256 (seed 1) the delta (hybrid - baseline) is {without:+.4f} with the grid's trainers and "
+            f"{with_flags:+.4f} with FUSED_PROJECTIONS=1 MUON_BATCHED=1: winner") in section
