@@ -901,7 +901,7 @@ def paired_rows(docs: list[dict]) -> list[list[str]]:
     """Every arm that ran against a reference arm in one process (bench --arm): both arms' ms/step and the
     paired ratio as the run computed it (median of block i / block i, min-max), one row per file, so the
     same comparison in two files gives two rows: the repeats."""
-    arms = {}  # (file, model, context, arm) -> (record, the arm's overrides)
+    arms = {}  # (file, model, context, arm) -> (record, the arm's overrides, its file's document)
     for doc in docs:
         if not (doc.get("settings") or {}).get("arms"):
             continue

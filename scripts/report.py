@@ -1166,7 +1166,7 @@ def build_section(runs: list[Run], skipped: list[str], groups: list[Group], curv
                                  "flags / grid", "steps grid", "steps flags", "val_bpb grid", "val_bpb flags",
                                  "change"], rows) + [""]
         lines += ["Same model, context and seed (the same data order and initialisation), so each row is what the "
-                  "flags changed in a 600 s run, together with the GPU's run-to-run noise."
+                  "flags changed in a run of the same budget, together with the GPU's run-to-run noise."
                   + "".join(" " + x for x in speed_flag_delta_sentences(flag_rows, comps)), ""]
 
     # Speed against quality per step.
