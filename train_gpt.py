@@ -959,6 +959,15 @@ def nvidia_smi_device(index: int, env: dict | None = None) -> str:
     return visible[index] if index < len(visible) else str(index)
 
 
+def nvidia_smi_query(fields: str, device: str, command: str = "nvidia-smi") -> list[str]:
+    """One device's values of `nvidia-smi --query-gpu=FIELDS` (comma-separated names), as strings in that order.
+    Raises OSError or subprocess.SubprocessError if nvidia-smi cannot run, IndexError on an empty answer (callers
+    unpacking the values get ValueError on one of another length)."""
+    out = subprocess.run([command, f"--query-gpu={fields}", "--format=csv,noheader,nounits", "-i", device],
+                         capture_output=True, text=True, timeout=10, check=True).stdout
+    return [v.strip() for v in out.strip().splitlines()[0].split(",")]
+
+
 class GpuMonitor:
     """The GPU's SM clock, power draw and clock-limit reasons, sampled by nvidia-smi every GPU_MONITOR_SECONDS
     in a background thread while training runs (not while validating), summarised at each validation.
@@ -979,9 +988,7 @@ class GpuMonitor:
         self.thread = threading.Thread(target=self._sample_until_stopped, name="gpu-monitor", daemon=True)
 
     def sample(self) -> tuple[float, float, str]:
-        out = subprocess.run([self.command, f"--query-gpu={self.QUERY}", "--format=csv,noheader,nounits",
-                              "-i", self.device], capture_output=True, text=True, timeout=10, check=True).stdout
-        sm_mhz, power_w, reasons = [v.strip() for v in out.strip().splitlines()[0].split(",")]
+        sm_mhz, power_w, reasons = nvidia_smi_query(self.QUERY, self.device, self.command)
         return float(sm_mhz), float(power_w), reasons
 
     def _sample_until_stopped(self) -> None:
@@ -1165,10 +1172,10 @@ def main() -> None:
         torch.cuda.reset_peak_memory_stats(device)  # the logged peak is the timed run's, not the probe's
     log0(f"world_size:{world_size} grad_accum_steps:{h.grad_accum_steps} device:{device} compile:{compiled}")
 
-    # Rank 0 samples its GPU while training, wherever nvidia-smi runs (a CPU run has none, unless a test puts one).
-    monitor = None
+    # Rank 0 samples its GPU while training, wherever nvidia-smi runs (a CPU run has none, unless a test puts one);
+    # a monitor never started has no samples, so its summaries are None.
+    monitor = GpuMonitor(h.gpu_monitor_seconds, nvidia_smi_device(device.index or 0))
     if master and h.gpu_monitor_seconds > 0 and shutil.which("nvidia-smi"):
-        monitor = GpuMonitor(h.gpu_monitor_seconds, nvidia_smi_device(device.index or 0))
         monitor.start()
         log0(f"gpu_monitor: every {h.gpu_monitor_seconds:g}s, nvidia-smi -i {monitor.device}")
 
@@ -1176,25 +1183,22 @@ def main() -> None:
     stop_after_step: int | None = None
     sync()
     t0 = time.perf_counter()
-    if monitor is not None:
-        monitor.training.set()
+    monitor.training.set()
     step = 0
     while True:
         last_step = step == h.iterations or (stop_after_step is not None and step >= stop_after_step)
         if last_step or (h.val_loss_every > 0 and step % h.val_loss_every == 0):
             sync()
             training_time_ms += 1000.0 * (time.perf_counter() - t0)
-            if monitor is not None:
-                monitor.training.clear()
-                if (line := monitor.summary()) is not None:
-                    log0(line)  # the clock while training since the last validation
+            monitor.training.clear()
+            if (line := monitor.summary()) is not None:
+                log0(line)  # the clock while training since the last validation
             val_loss, val_bpb = eval_val(h, model, rank, world_size, device, val_tokens, luts, autocast_enabled)
             log0(f"step:{step}/{h.iterations} val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f} "
                  f"train_time:{training_time_ms:.0f}ms step_avg:{training_time_ms / max(step, 1):.2f}ms")
             sync()
             t0 = time.perf_counter()
-            if monitor is not None:
-                monitor.training.set()
+            monitor.training.set()
         if last_step:
             if stop_after_step is not None and step < h.iterations:
                 log0(f"stopping_early: wallclock_cap train_time:{training_time_ms:.0f}ms step:{step}/{h.iterations}")
@@ -1217,8 +1221,7 @@ def main() -> None:
         if stop_after_step is None and reached_cap:
             stop_after_step = step
 
-    if monitor is not None:
-        monitor.stop()
+    monitor.stop()
     tokens_seen = train_loader.stream.tokens_taken
     log0(f"train_tokens_seen:{tokens_seen} epochs:{tokens_seen / max(train_tokens_total, 1):.3f}")
     if use_cuda:

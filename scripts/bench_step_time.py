@@ -597,10 +597,8 @@ def gpu_clocks() -> dict | None:
     """SM clock, power and the active clock-limit reasons from nvidia-smi (None without it): a sustained run on
     the lent H100 sat at 1800 of 1980 MHz under its software power cap (0x4), which a short bench may not."""
     query = "clocks.sm,clocks.max.sm,power.draw,temperature.gpu,clocks_throttle_reasons.active"
-    try:
-        out = subprocess.run(["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader,nounits", "-i", "0"],
-                             capture_output=True, text=True, timeout=10, check=True).stdout.strip()
-        sm, sm_max, power, temp, reasons = [v.strip() for v in out.splitlines()[0].split(",")]
+    try:  # the trainers' own nvidia-smi reading (the one their GPU monitor samples with)
+        sm, sm_max, power, temp, reasons = importlib.import_module(MODELS["baseline"]).nvidia_smi_query(query, "0")
         return {"sm_mhz": float(sm), "sm_max_mhz": float(sm_max), "power_w": float(power), "temp_c": float(temp),
                 "limit_reasons": reasons}
     except (OSError, subprocess.SubprocessError, ValueError, IndexError):

@@ -282,8 +282,7 @@ def test_trainer_end_to_end(script, tiny_data, tmp_path):
     # nvidia-smi as the H100 answers (a fake on PATH): the GPU monitor's samples reach the log.
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
-    (fake_bin / "nvidia-smi").write_text("#!/bin/sh\necho '1800, 690.12, 0x0000000000000004'\n")
-    (fake_bin / "nvidia-smi").chmod(0o755)
+    fake_nvidia_smi(fake_bin, ["1800, 690.12, 0x0000000000000004"])
     result = run_trainer(script, tiny_data, tmp_path, RUN_ID="e2e", GPU_MONITOR_SECONDS="0.01",
                          PATH=f"{fake_bin}{os.pathsep}{os.environ['PATH']}")
     assert result.returncode == 0, result.stderr[-3000:]
