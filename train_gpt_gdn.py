@@ -1366,8 +1366,9 @@ class GpuMonitor:
     """The GPU's SM clock, power draw and clock-limit reasons, sampled by nvidia-smi every GPU_MONITOR_SECONDS
     in a background thread while training runs (not while validating), summarised at each validation.
 
-    A 600 s run on the H100 held a lower SM clock under its power cap than a short benchmark does
-    (docs/speed_notes.md), so a run's ms/step depends on it: the log should say what the clock was.
+    A 600 s run on the H100 can hold a lower SM clock under its power cap than a short benchmark does (1800 of
+    1980 MHz in some runs, 1965 in others: docs/speed_notes.md, sections 4 and 10), and a run's ms/step depends
+    on it, so the log says what the clock was.
     """
 
     QUERY = "clocks.sm,power.draw,clocks_throttle_reasons.active"

@@ -594,7 +594,7 @@ def profile_steps(step, n_steps: int, device: torch.device, trace_path: Path | N
 
 
 def gpu_clocks() -> dict | None:
-    """SM clock, power and the active clock-limit reasons from nvidia-smi (None without it): a sustained run on
+    """SM clock, power and the active clock-limit reasons from nvidia-smi (None without it): some sustained runs on
     the lent H100 sat at 1800 of 1980 MHz under its software power cap (0x4), which a short bench may not."""
     query = "clocks.sm,clocks.max.sm,power.draw,temperature.gpu,clocks_throttle_reasons.active"
     try:  # the trainers' own nvidia-smi reading (the one their GPU monitor samples with)
@@ -912,13 +912,13 @@ def paired_rows(docs: list[dict]) -> list[list[str]]:
         if "ratio_vs_reference" not in r or (path, model, context, r.get("reference_arm")) not in arms:
             continue
         ref, ref_overrides, _ = arms[(path, model, context, r["reference_arm"])]
-        stats = {"ref": pooled([ref]), "arm": pooled([r])}
+        arm_stats = pooled([r])
         published = None if (doc.get("settings") or {}).get("tiny") else PUBLISHED_MS[model].get(context)
         rows.append([str((doc.get("environment") or {}).get("device_name", "?")), model, str(context),
                      settings_text(ref, ref_overrides), settings_text(r, overrides),
-                     ms_cell(stats["ref"]), ms_cell(stats["arm"]),
+                     ms_cell(pooled([ref])), ms_cell(arm_stats),
                      f"{r['ratio_vs_reference']:.3f} ({r['ratio_vs_reference_min']:.3f}-{r['ratio_vs_reference_max']:.3f})",
-                     f"{stats['arm']['median'] / published:.2f}" if published else "-", f"`{path}`"])
+                     f"{arm_stats['median'] / published:.2f}" if published else "-", f"`{path}`"])
     return sorted(rows, key=lambda row: (row[0], row[1], int(row[2]), row[3], row[4], row[9]))
 
 
