@@ -253,10 +253,9 @@ def test_device_caches_save_and_restore(tmp_path):
     assert caches(second, "bogus").returncode == 2
 
 
-def test_device_gpu_checks_runs_every_step_with_settings_the_trainers_read(tmp_path):
-    """gpu_checks.sh, with python3 faked to record its arguments: every step runs in order, an unknown one is
-    named, and every setting a check passes (its arms and shared --env) is a variable the trainers read, so a
-    typo cannot cost a GPU session a silently unchanged arm."""
+def run_gpu_checks_with_fake_python(tmp_path: Path, steps: list[str], extra_env: dict[str, str] | None = None):
+    """gpu_checks.sh STEPS with a python3 on PATH that only records its arguments and a ready flag in place:
+    -> (the finished process, each python3 call's argv)."""
     bin_dir, record = tmp_path / "bin", tmp_path / "calls.jsonl"
     bin_dir.mkdir()
     fake = bin_dir / "python3"
@@ -266,19 +265,26 @@ def test_device_gpu_checks_runs_every_step_with_settings_the_trainers_read(tmp_p
     device_tmp = tmp_path / "device"
     (device_tmp / "data").mkdir(parents=True)
     (device_tmp / "data" / "ready").touch()
-    steps = ["fla_tests", "micro_steps", "variants", "published_kernels", "bench_fast", "bench_order", "custom_op_tests",
-             "muon_tests", "bench_variants", "two_gpus", "profile"]
     env = {"PATH": f"{bin_dir}{os.pathsep}/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path),
-           "DEVICE_TMP": str(device_tmp), "REPO": str(REPO_ROOT), "RECORD": str(record)}
-    proc = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "device" / "gpu_checks.sh"), *steps, "nosuch"],
+           "DEVICE_TMP": str(device_tmp), "REPO": str(REPO_ROOT), "RECORD": str(record), **(extra_env or {})}
+    proc = subprocess.run(["bash", str(REPO_ROOT / "scripts" / "device" / "gpu_checks.sh"), *steps],
                           env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+    return proc, [json.loads(line) for line in record.read_text().splitlines()]
+
+
+def test_device_gpu_checks_runs_every_step_with_settings_the_trainers_read(tmp_path):
+    """gpu_checks.sh, with python3 faked to record its arguments: every step runs in order, an unknown one is
+    named, and every setting a check passes (its arms and shared --env) is a variable the trainers read, so a
+    typo cannot cost a GPU session a silently unchanged arm."""
+    steps = ["fla_tests", "micro_steps", "variants", "published_kernels", "bench_fast", "bench_order", "custom_op_tests",
+             "muon_tests", "bench_variants", "two_gpus", "profile"]
+    proc, calls = run_gpu_checks_with_fake_python(tmp_path, [*steps, "nosuch"])
     assert [line.split(" end ")[1] for line in proc.stdout.splitlines() if " end " in line] == [
         f"{step} rc=0" for step in steps]
     unknown = [line for line in proc.stdout.splitlines() if line.startswith("unknown step nosuch")]
     assert unknown and all(step in unknown[0] for step in steps)  # the message lists every step there is
 
-    calls = [json.loads(line) for line in record.read_text().splitlines()]
     sources = {name: (REPO_ROOT / name).read_text(encoding="utf-8") for name in ("train_gpt.py", "train_gpt_gdn.py")}
     checked = set()
     for argv in calls:
@@ -302,6 +308,16 @@ def test_device_gpu_checks_runs_every_step_with_settings_the_trainers_read(tmp_p
             "NUM_KV_HEADS", "SDPA_BACKEND"} <= checked
     benches = [argv for argv in calls if argv[0].endswith("bench_step_time.py") and "--arm" in argv]
     assert len(benches) == 3 and all(argv.count("--arm") >= 2 for argv in benches)  # both arms in one process
+
+
+@pytest.mark.parametrize("contexts", [None, "16384,8192"])
+def test_device_bench_variants_contexts_follow_variant_contexts(contexts, tmp_path):
+    """bench_variants benchmarks 32k and 16k unless VARIANT_CONTEXTS names others (what a session cut off
+    is resumed without repeating the contexts already measured)."""
+    _, calls = run_gpu_checks_with_fake_python(tmp_path, ["bench_variants"],
+                                               {"VARIANT_CONTEXTS": contexts} if contexts else None)
+    (argv,) = calls
+    assert argv[argv.index("--contexts") + 1] == (contexts or "32768,16384")
 
 
 def test_device_poll_logs_returns_run_logs_and_check_results(tmp_path):

@@ -23,9 +23,10 @@
 #                   (0.858 of the flags-off arm), where the 600 s runs took 449 against 488 (0.920); does the order
 #                   of the arms in one process move them? (~5 min)
 #   custom_op_tests pytest tests/test_gdn.py -k custom_op (the GDN_CUSTOM_OP ops against fla's wrapper, opcheck)
-#   bench_variants  bench_step_time.py: hybrid at 32k/16k, the default and three shape variants as arms of
-#                   one process (power-of-two head dims in both mixers at the published count, attention head
-#                   dim 64, 4 GDN heads of 64/128), each against the default block by block
+#   bench_variants  bench_step_time.py: hybrid at 32k/16k (or VARIANT_CONTEXTS, e.g. 16384,8192), the default
+#                   and three shape variants as arms of one process (power-of-two head dims in both mixers at
+#                   the published count, attention head dim 64, 4 GDN heads of 64/128), each against the
+#                   default block by block (~10 min per context at 32k, most of it compiling)
 #   two_gpus        on a 2-GPU machine: pytest tests/test_trainers.py -k two_gpus (tiny data, no compile), then
 #                   compare_losses.py at 8k for each trainer: 1 process x 2 micro-steps against torchrun 2 ranks x 1
 #   profile         bench_step_time.py: both models at 32k, 2 timed blocks, then 2 steps under torch.profiler
@@ -85,7 +86,8 @@ for step in "$@"; do
             # Shape variants from existing knobs (parameters: default 17,424,332): 4 GDN heads of 64/128 (15,383,496);
             # attention head dim 64 by 7 query heads and 1 KV head, GDN 7 x 48/96 (17,131,408); head dim 64 in both
             # mixers at the published count, 7/7 attention heads and 5 GDN heads of 64/128 (17,403,988).
-            bench variants 1800 --models hybrid --contexts 32768,16384 --arm default: \
+            # VARIANT_CONTEXTS: which contexts (32k first: measured 2026-11-23 session 10, 16k cut off).
+            bench variants 1800 --models hybrid --contexts "${VARIANT_CONTEXTS:-32768,16384}" --arm default: \
                 --arm pow2:NUM_HEADS=7,NUM_KV_HEADS=7,GDN_HEADS=5,GDN_KEY_DIM=64 \
                 --arm attn64:NUM_HEADS=7,NUM_KV_HEADS=1 --arm heads4:GDN_HEADS=4,GDN_KEY_DIM=64 ;;
         two_gpus)
