@@ -150,6 +150,9 @@ class Hyperparameters:
         # GDN_SHIFT_CONV: the GDN's short causal convolutions as sums of shifted products, elementwise, so
         # torch.compile fuses each GDN conv with its SiLU (instead of fla's causal_conv1d kernel or F.conv1d).
         self.gdn_shift_conv = env_flag(env, "GDN_SHIFT_CONV", False)
+        # GDN on fla only: the backward reuses the forward's chunk states instead of recomputing them
+        # (GDN: the same kernels and numbers, more activation memory; off until measured on a GPU).
+        self.gdn_keep_states = env_flag(env, "GDN_KEEP_STATES", False)
         # Kernels.
         self.compile = env_flag(env, "COMPILE", True)  # only takes effect on CUDA
         self.sdpa_backend = env_value(env, "SDPA_BACKEND", "auto", str).lower()
@@ -725,6 +728,8 @@ def mixer_config_checks(h: Hyperparameters) -> list[tuple[bool, str]]:
          "GDN_CUSTOM_OP=1 wraps the unfused kernel only: not with GDN_FLA_FUSED=1"),
         (not (h.gdn_custom_op and torch.cuda.is_available() and gdn_backend_for(h) != "fla"),
          "GDN_CUSTOM_OP=1 on CUDA runs fla's kernel: it needs GDN_BACKEND=fla/auto and fla-core installed"),
+        (not (h.gdn_keep_states and (h.gdn_custom_op or h.gdn_fla_fused)),
+         "GDN_KEEP_STATES=1 replaces the plain fla call only: not with GDN_CUSTOM_OP=1 or GDN_FLA_FUSED=1"),
     ]
 
 
@@ -943,6 +948,70 @@ def gated_delta_rule_op(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor
     return gdn_chunk_fwd(q, k, v, g.float(), beta.to(q.dtype), scale)[0]
 
 
+# GDN_KEEP_STATES=1: fla's backward recomputes what its forward already had: w and u (the WY form of the
+# chunk's delta-rule updates) and the chunk states h, with the updated values v_new. At 32k that
+# recomputation is ~37 ms of an ~825 ms step (profile, docs/speed_notes.md section 11). This Function runs
+# the forward's kernels itself and keeps w, h and v_new for the backward: the same kernels on the same
+# inputs as ChunkGatedDeltaRuleFunction in fla-core 0.6.0 (fla/ops/gated_delta_rule/chunk.py with
+# initial_state=None, output_final_state=False, no cu_seqlens, chunk size 64, no in-kernel norm, gate or
+# beta), so the same numbers, for ~0.8 GB more activations per layer and micro-step at 32k (8 sequences).
+
+
+class GatedDeltaRuleKeepStates(torch.autograd.Function):
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda")  # fla's autocast_custom_fwd: the backward sees the same autocast state
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor, scale: float) -> Tensor:
+        from fla.ops.common.chunk_delta_h import chunk_gated_delta_rule_fwd_h
+        from fla.ops.common.chunk_o import chunk_fwd_o
+        from fla.ops.gated_delta_rule.chunk_fwd import chunk_gated_delta_rule_fwd_intra
+        from fla.ops.utils import chunk_local_cumsum
+        from fla.ops.utils.constant import RCP_LN2
+
+        q, k, v, g, beta = gdn_op_inputs(q, k, v, g, beta)
+        with torch.cuda.device(q.device):
+            g_cumsum = chunk_local_cumsum(g, chunk_size=GDN_CHUNK_SIZE, scale=RCP_LN2)  # [B, T, H] fp32, log2
+            w, u, A = chunk_gated_delta_rule_fwd_intra(k=k, v=v, g=g_cumsum, beta=beta,
+                                                       chunk_size=GDN_CHUNK_SIZE)  # w [B,T,H,K], u [B,T,H,V]
+            h, v_new, _ = chunk_gated_delta_rule_fwd_h(k=k, w=w, u=u, g=g_cumsum, initial_state=None,
+                                                       output_final_state=False,
+                                                       chunk_size=GDN_CHUNK_SIZE)  # h [B, T/64, H, K, V]
+            o = chunk_fwd_o(q=q, k=k, v=v_new, h=h, g=g_cumsum, scale=scale, chunk_size=GDN_CHUNK_SIZE)
+        ctx.save_for_backward(q, k, v, g_cumsum, beta, A, w, h, v_new)
+        ctx.scale, ctx.g_dtype = scale, g.dtype
+        return o.to(q.dtype)
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
+    def backward(ctx, do: Tensor) -> tuple:
+        from fla.ops.common.chunk_delta_h import chunk_gated_delta_rule_bwd_dhu
+        from fla.ops.common.chunk_o import chunk_bwd_dqkwg, chunk_bwd_dv_local
+        from fla.ops.gated_delta_rule.wy_fast import prepare_wy_repr_bwd
+        from fla.ops.utils import chunk_local_cumsum
+
+        q, k, v, g_cumsum, beta, A, w, h, v_new = ctx.saved_tensors
+        (do,) = gdn_op_inputs(do)
+        scale = ctx.scale
+        with torch.cuda.device(q.device):
+            # fla's chunk_gated_delta_rule_bwd from its chunk_bwd_dv_local on: the recompute before it is
+            # what the forward kept.
+            dv = chunk_bwd_dv_local(q=q, k=k, g=g_cumsum, do=do, scale=scale, chunk_size=GDN_CHUNK_SIZE)
+            dh, _, dv = chunk_gated_delta_rule_bwd_dhu(q=q, k=k, w=w, g=g_cumsum, h0=None, dht=None, do=do, dv=dv,
+                                                       scale=scale, chunk_size=GDN_CHUNK_SIZE)
+            dq, dk, dw, dg = chunk_bwd_dqkwg(q=q, k=k, v=v_new, w=w, g=g_cumsum, h=h, dv=dv, do=do, dh=dh,
+                                             scale=scale, chunk_size=GDN_CHUNK_SIZE)
+            dk2, dv, dbeta, dg2 = prepare_wy_repr_bwd(k=k, v=v, beta=beta, g=g_cumsum, A=A, dw=dw, du=dv)
+            dk.add_(dk2)
+            dg.add_(dg2)
+            dg = chunk_local_cumsum(dg, chunk_size=GDN_CHUNK_SIZE, reverse=True)  # back to per-step gates
+        return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), dg.to(ctx.g_dtype), dbeta.to(beta.dtype), None
+
+
+@torch.compiler.disable  # as gated_delta_rule_fla: fla's Python stays outside dynamo
+def gated_delta_rule_fla_keep_states(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor, scale: float) -> Tensor:
+    """GDN_KEEP_STATES=1: the inputs as gated_delta_rule_fla passes them to fla (g fp32, beta in q's dtype)."""
+    return GatedDeltaRuleKeepStates.apply(q, k, v, g.float(), beta.to(q.dtype), scale)
+
+
 @torch.compiler.disable
 def causal_conv_silu_fla(x: Tensor, weight: Tensor) -> Tensor:
     from fla.modules.causal_conv1d import causal_conv1d
@@ -979,11 +1048,12 @@ def causal_conv_silu(x: Tensor, weight: Tensor, backend: str) -> Tensor:
 class GatedDeltaNet(nn.Module):
     def __init__(self, dim: int, num_heads: int, key_dim: int, value_dim: int, conv_size: int, backend: str,
                  fla_fused: bool = False, fused_projections: bool = False, custom_op: bool = False,
-                 shift_conv: bool = False):
+                 shift_conv: bool = False, keep_states: bool = False):
         super().__init__()
         self.num_heads, self.key_dim, self.value_dim = num_heads, key_dim, value_dim
         self.backend = backend
         self.fla_fused = fla_fused and backend == "fla"
+        self.keep_states = keep_states and backend == "fla"  # GDN_KEEP_STATES: fla's kernels only
         # GDN_CUSTOM_OP=1: the kernel through the pgolf:: ops (fla on CUDA, PyTorch on CPU) and the PyTorch
         # convolution, which dynamo traces (fla's causal_conv1d would be a graph break).
         self.custom_op = custom_op
@@ -1034,6 +1104,8 @@ class GatedDeltaNet(nn.Module):
             g = -self.A_log.exp() * F.softplus(decay_input().float() + self.dt_bias)  # [B, T, H] log-decay < 0
             if self.custom_op:
                 o = gated_delta_rule_op(q, k, v, g, beta, scale)
+            elif self.keep_states:
+                o = gated_delta_rule_fla_keep_states(q, k, v, g, beta, scale)
             elif self.backend == "fla":
                 o = gated_delta_rule_fla(q, k, v, g, beta, scale)
             else:
@@ -1067,7 +1139,8 @@ def make_mixer(h: Hyperparameters, layer_idx: int) -> nn.Module:
         heads, key_dim, value_dim = gdn_dims(h)
         return GatedDeltaNet(h.model_dim, heads, key_dim, value_dim, h.gdn_conv_size, gdn_backend_for(h),
                              fla_fused=h.gdn_fla_fused, fused_projections=h.fused_projections,
-                             custom_op=h.gdn_custom_op, shift_conv=h.gdn_shift_conv)
+                             custom_op=h.gdn_custom_op, shift_conv=h.gdn_shift_conv,
+                             keep_states=h.gdn_keep_states)
     return CausalSelfAttention(h.model_dim, h.num_heads, h.num_kv_heads, h.rope_base, h.qk_gain_init,
                                fused_projections=h.fused_projections)
 
@@ -1079,7 +1152,7 @@ def mixer_log_lines(h: Hyperparameters) -> list[str]:
             f"gdn_backend:{gdn_backend_for(h)} gdn_heads:{heads} gdn_key_dim:{key_dim} "
             f"gdn_value_dim:{value_dim} gdn_conv_size:{h.gdn_conv_size} "
             f"gdn_fla_fused:{h.gdn_fla_fused and gdn_backend_for(h) == 'fla'} gdn_custom_op:{h.gdn_custom_op} "
-            f"gdn_shift_conv:{h.gdn_shift_conv}"]
+            f"gdn_shift_conv:{h.gdn_shift_conv} gdn_keep_states:{h.gdn_keep_states and gdn_backend_for(h) == 'fla'}"]
 
 
 def mixer_compile_fullgraph(h: Hyperparameters) -> bool:

@@ -64,7 +64,8 @@ PUBLISHED_SUFFIX = " (published kernels)"  # ends the variant label of a run wit
 # Off-by-default speed flags of the trainers (config name, env name): a run with one on is its own variant.
 SPEED_FLAGS = (("fused_projections", "FUSED_PROJECTIONS"), ("muon_batched", "MUON_BATCHED"),
                ("muon_compile", "MUON_COMPILE"), ("gdn_fla_fused", "GDN_FLA_FUSED"),
-               ("gdn_custom_op", "GDN_CUSTOM_OP"), ("gdn_shift_conv", "GDN_SHIFT_CONV"))
+               ("gdn_custom_op", "GDN_CUSTOM_OP"), ("gdn_shift_conv", "GDN_SHIFT_CONV"),
+               ("gdn_keep_states", "GDN_KEEP_STATES"))
 
 
 # ---------------------------------------------------------------------------------------------

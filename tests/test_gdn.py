@@ -30,6 +30,21 @@ def outputs_and_grads(fn, inputs, d_out, scale):
     return out.detach(), [leaf.grad.detach() for leaf in leaves]
 
 
+def assert_cuda_paths_agree(fn, ref_fn, shape, dtype, tol, seed=0, ref_fp32=False):
+    """fn against ref_fn on CUDA inputs of shape (B, T, H, K, V): rel_err <= tol for the output and the
+    gradients of q, k, v, g and beta (a named failure). ref_fp32: the reference gets the inputs in fp32."""
+    bsz, seq_len, heads, key_dim, value_dim = shape
+    inputs = make_inputs(*shape, device="cuda", dtype=dtype, seed=seed)
+    d_out = torch.randn(bsz, seq_len, heads, value_dim, device="cuda")
+    scale = key_dim**-0.5
+    ref_out, ref_grads = outputs_and_grads(ref_fn, [t.float() for t in inputs] if ref_fp32 else inputs, d_out, scale)
+    out, grads = outputs_and_grads(fn, inputs, d_out, scale)
+    assert rel_err(out, ref_out) <= tol
+    for name, grad, ref in zip("q k v g beta".split(), grads, ref_grads):
+        assert rel_err(grad, ref) <= tol, name
+    return (out, grads), (ref_out, ref_grads), inputs
+
+
 @pytest.mark.parametrize("seq_len,chunk_size", [(1, 64), (77, 64), (150, 64), (200, 32)])
 def test_chunked_matches_recurrence(seq_len, chunk_size):
     bsz, heads, key_dim, value_dim = 2, 3, 12, 20  # odd sizes, T not a multiple of the chunk
@@ -73,15 +88,9 @@ needs_fla = pytest.mark.skipif(not gdn.fla_available(), reason="needs CUDA and f
 @needs_fla
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 5e-3), (torch.bfloat16, 2e-2)])
 def test_fla_kernel_matches_recurrence(dtype, tol):
-    bsz, seq_len, heads, key_dim, value_dim = 2, 300, 4, 42, 84  # the hybrid's head dims; T % 64 != 0
-    inputs = make_inputs(bsz, seq_len, heads, key_dim, value_dim, device="cuda", dtype=dtype)
-    d_out = torch.randn(bsz, seq_len, heads, value_dim, device="cuda")
-    scale = key_dim**-0.5
-    ref_out, ref_grads = outputs_and_grads(gdn.gated_delta_rule_recurrent, [t.float() for t in inputs], d_out, scale)
-    out, grads = outputs_and_grads(gdn.gated_delta_rule_fla, inputs, d_out, scale)
-    assert rel_err(out, ref_out) < tol
-    for name, grad, ref in zip("q k v g beta".split(), grads, ref_grads):
-        assert rel_err(grad, ref) < tol, name
+    # the hybrid's head dims; T % 64 != 0
+    assert_cuda_paths_agree(gdn.gated_delta_rule_fla, gdn.gated_delta_rule_recurrent, (2, 300, 4, 42, 84), dtype, tol,
+                            ref_fp32=True)
 
 
 def run_mixer(mixer, x, autocast: bool = True):
@@ -135,6 +144,37 @@ def test_fla_mixer_with_fused_projections_matches_separate():
     autocast; the bounds of the in-kernel test above, as a differently rounded bf16 projection propagates
     the same way. (Written without a GPU at hand: not yet run.)"""
     assert_mixers_agree({"backend": "fla"}, {"backend": "fla", "fused_projections": True}, out_tol=1e-2, grad_tol=2e-2)
+
+
+@needs_fla
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("seq_len", [300, 64, 1])  # T % 64 != 0, one whole chunk, a single token
+def test_keep_states_matches_fla_wrapper(dtype, seq_len):
+    """GDN_KEEP_STATES=1: fla's forward kernels run once and their states serve the backward. The same
+    kernels on the same inputs as fla's own autograd Function, so the output and every gradient should be
+    the same numbers: relative error <= 1e-6 (0 expected; the bound leaves room for an atomic add's order).
+    (Written without a GPU at hand: not yet run.)"""
+    (out, grads), (ref_out, _), inputs = assert_cuda_paths_agree(
+        gdn.gated_delta_rule_fla_keep_states, gdn.gated_delta_rule_fla, (2, seq_len, 4, 42, 84), dtype, 1e-6)
+    assert out.dtype == ref_out.dtype
+    assert [grad.dtype for grad in grads] == [inp.dtype for inp in inputs]
+
+
+@needs_fla
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 5e-3), (torch.bfloat16, 2e-2)])
+def test_keep_states_matches_recurrence(dtype, tol):
+    """The same path against the fp32 step-by-step recurrence, with the fla kernel's tolerances (above)."""
+    assert_cuda_paths_agree(gdn.gated_delta_rule_fla_keep_states, gdn.gated_delta_rule_recurrent, (2, 200, 3, 42, 84),
+                            dtype, tol, seed=3, ref_fp32=True)
+
+
+@needs_fla
+def test_keep_states_mixer_matches_fla_mixer():
+    """The whole mixer with GDN_KEEP_STATES against the plain fla mixer, same weights, bf16 autocast as in
+    training: the same kernels, so the same numbers (bounds as tight as the kernel test's)."""
+    plain, kept = assert_mixers_agree({"backend": "fla"}, {"backend": "fla", "keep_states": True},
+                                      out_tol=1e-6, grad_tol=1e-6)
+    assert kept.keep_states and not plain.keep_states
 
 
 # ------------------------------------------------ GDN_CUSTOM_OP: the kernel as torch.library custom ops
@@ -221,23 +261,15 @@ def test_custom_op_mixer_compiles_fullgraph(shift_conv):
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 5e-3), (torch.bfloat16, 2e-2)])
 def test_custom_op_matches_fla_wrapper(dtype, tol):
     """On CUDA the op runs fla's chunk_gated_delta_rule_fwd/_bwd directly: against the gated_delta_rule_fla
-    wrapper (fla's autograd Function), fwd and grads, the tolerances of the fla tests above. (Written without
-    a GPU at hand: not yet run.)"""
-    bsz, seq_len, heads, key_dim, value_dim = 2, 300, 4, 42, 84
-    inputs = make_inputs(bsz, seq_len, heads, key_dim, value_dim, device="cuda", dtype=dtype)
-    d_out = torch.randn(bsz, seq_len, heads, value_dim, device="cuda")
-    scale = key_dim**-0.5
-    ref_out, ref_grads = outputs_and_grads(gdn.gated_delta_rule_fla, inputs, d_out, scale)
-    out, grads = outputs_and_grads(gdn.gated_delta_rule_op, inputs, d_out, scale)
-    assert rel_err(out, ref_out) < tol
-    for name, grad, ref in zip("q k v g beta".split(), grads, ref_grads):
-        assert rel_err(grad, ref) < tol, name
+    wrapper (fla's autograd Function), fwd and grads, the tolerances of the fla tests above. (Passed on an
+    H100: logs_experiment/h100_checks/20261123/custom_op_tests.out.)"""
+    assert_cuda_paths_agree(gdn.gated_delta_rule_op, gdn.gated_delta_rule_fla, (2, 300, 4, 42, 84), dtype, tol)
 
 
 @needs_fla
 def test_custom_op_opcheck_cuda():
     """opcheck on the fla-backed CUDA kernels: the fake shapes/dtypes/strides against fla's real outputs.
-    (Written without a GPU at hand: not yet run.)"""
+    (Passed on an H100, as above.)"""
     opcheck_custom_ops("cuda")
 
 

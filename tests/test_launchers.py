@@ -278,7 +278,7 @@ def test_device_gpu_checks_runs_every_step_with_settings_the_trainers_read(tmp_p
     named, and every setting a check passes (its arms and shared --env) is a variable the trainers read, so a
     typo cannot cost a GPU session a silently unchanged arm."""
     steps = ["fla_tests", "micro_steps", "variants", "published_kernels", "bench_fast", "bench_order", "custom_op_tests",
-             "muon_tests", "bench_variants", "two_gpus", "profile"]
+             "muon_tests", "bench_variants", "keep_states", "two_gpus", "profile"]
     proc, calls = run_gpu_checks_with_fake_python(tmp_path, [*steps, "nosuch"])
     assert [line.split(" end ")[1] for line in proc.stdout.splitlines() if " end " in line] == [
         f"{step} rc=0" for step in steps]
@@ -305,9 +305,9 @@ def test_device_gpu_checks_runs_every_step_with_settings_the_trainers_read(tmp_p
                 assert f'"{key}"' in trainer, f"{key} is not read by the trainer: {argv}"
                 checked.add(key)
     assert {"MUON_COMPILE", "MUON_BATCHED", "GDN_SHIFT_CONV", "GDN_HEADS", "GRAD_ACCUM_STEPS", "FUSED_PROJECTIONS",
-            "NUM_KV_HEADS", "SDPA_BACKEND"} <= checked
+            "NUM_KV_HEADS", "SDPA_BACKEND", "GDN_KEEP_STATES"} <= checked
     benches = [argv for argv in calls if argv[0].endswith("bench_step_time.py") and "--arm" in argv]
-    assert len(benches) == 3 and all(argv.count("--arm") >= 2 for argv in benches)  # both arms in one process
+    assert len(benches) == 4 and all(argv.count("--arm") >= 2 for argv in benches)  # both arms in one process
 
 
 @pytest.mark.parametrize("contexts", [None, "16384,8192"])

@@ -90,6 +90,19 @@ def test_head_dim_64_variants():
     assert count_params(hybrid, env) == 17_424_332 + attn_delta + gdn_delta == 17_403_988
 
 
+def test_keep_states_takes_effect_on_fla_only():
+    """GDN_KEEP_STATES=1 is an fla fast path: on the PyTorch backend (CPU, or GDN_BACKEND=torch) the mixers
+    keep the PyTorch path and the mixer line says the flag is off there, while the config line records
+    what was asked."""
+    h = hybrid.Hyperparameters({"GDN_KEEP_STATES": "1", "GDN_BACKEND": "torch"})
+    h.resolve(world_size=1)
+    assert h.gdn_keep_states
+    model = hybrid.GPT(h)
+    assert not any(getattr(block.attn, "keep_states", False) for block in model.blocks)
+    assert hybrid.mixer_log_lines(h)[1].endswith("gdn_keep_states:False")
+    assert hybrid.GatedDeltaNet(448, 8, 42, 84, 4, "fla", keep_states=True).keep_states  # built, not run: no fla here
+
+
 # ---------------------------------------------------------------- int8 + zlib
 
 
@@ -226,6 +239,8 @@ def test_auto_micro_steps_choose_the_fewest_that_fit():
     ({"GDN_BACKEND": "cuda"}, "GDN_BACKEND='cuda' must be one of"),
     ({"WARMDOWN_FRAC": "1.5"}, "WARMDOWN_FRAC=1.5 must be in [0, 1]"),
     ({"GDN_CUSTOM_OP": "1", "GDN_FLA_FUSED": "1"}, "GDN_CUSTOM_OP=1 wraps the unfused kernel only"),
+    ({"GDN_KEEP_STATES": "1", "GDN_CUSTOM_OP": "1"}, "GDN_KEEP_STATES=1 replaces the plain fla call only"),
+    ({"GDN_KEEP_STATES": "1", "GDN_FLA_FUSED": "1"}, "GDN_KEEP_STATES=1 replaces the plain fla call only"),
     ({"GPU_MONITOR_SECONDS": "-1"}, "GPU_MONITOR_SECONDS=-1.0 must be >= 0 (0 = off)"),
 ])
 def test_bad_settings_are_named(env, message):
@@ -561,7 +576,7 @@ def test_gdn_custom_op_flag_runs_the_hybrid(tiny_data, tmp_path):
     off, on = result["arms"]
     on_log = Path(on["log"]).read_text(encoding="utf-8")
     assert "config gdn_custom_op:True" in on_log
-    assert re.search(r"^gdn_backend:torch .* gdn_custom_op:True gdn_shift_conv:False$", on_log, re.M)
+    assert re.search(r"^gdn_backend:torch .* gdn_custom_op:True gdn_shift_conv:False gdn_keep_states:False$", on_log, re.M)
     assert "config gdn_custom_op:False" in Path(off["log"]).read_text(encoding="utf-8")
     assert off["steps"] == on["steps"] == [1, 2, 3, 4, 5]
     assert on["max_abs_diff"] <= 1e-4, result

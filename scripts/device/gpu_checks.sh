@@ -27,6 +27,9 @@
 #                   and three shape variants as arms of one process (power-of-two head dims in both mixers at
 #                   the published count, attention head dim 64, 4 GDN heads of 64/128), each against the
 #                   default block by block (~10 min per context at 32k, most of it compiling)
+#   keep_states     GDN_KEEP_STATES=1 (the backward reuses the forward's GDN states): its GPU tests (against fla's
+#                   wrapper and the fp32 recurrence), then bench_step_time.py, hybrid at 32k, the defaults with and
+#                   without it as arms of one process (~37 ms per step expected, docs/speed_notes.md section 11)
 #   two_gpus        on a 2-GPU machine: pytest tests/test_trainers.py -k two_gpus (tiny data, no compile), then
 #                   compare_losses.py at 8k for each trainer: 1 process x 2 micro-steps against torchrun 2 ranks x 1
 #   profile         bench_step_time.py: both models at 32k, 2 timed blocks, then 2 steps under torch.profiler
@@ -90,13 +93,16 @@ for step in "$@"; do
             bench variants 1800 --models hybrid --contexts "${VARIANT_CONTEXTS:-32768,16384}" --arm default: \
                 --arm pow2:NUM_HEADS=7,NUM_KV_HEADS=7,GDN_HEADS=5,GDN_KEY_DIM=64 \
                 --arm attn64:NUM_HEADS=7,NUM_KV_HEADS=1 --arm heads4:GDN_HEADS=4,GDN_KEY_DIM=64 ;;
+        keep_states)
+            timeout 900 python3 -m pytest tests/test_gdn.py -k keep_states -q -rs > "$out/keep_states_tests.out" 2>&1
+            bench keep_states 900 --models hybrid --contexts 32768 --arm default: --arm keep:GDN_KEEP_STATES=1 ;;
         two_gpus)
             timeout 600 python3 -m pytest tests/test_trainers.py -k two_gpus -q -rs > "$out/two_gpus_tests.out" 2>&1
             for trainer in train_gpt_gdn train_gpt; do
                 compare "two_gpus_$trainer" 900 "$trainer.py" --arm one:GRAD_ACCUM_STEPS=2 \
                     --arm two:NPROC=2,GRAD_ACCUM_STEPS=1
             done ;;
-        *) echo "unknown step $step (fla_tests, custom_op_tests, muon_tests, micro_steps, variants, published_kernels, bench_fast, bench_order, bench_variants, two_gpus, profile)"; continue ;;
+        *) echo "unknown step $step (fla_tests, custom_op_tests, muon_tests, micro_steps, variants, published_kernels, bench_fast, bench_order, bench_variants, keep_states, two_gpus, profile)"; continue ;;
     esac
     status=$?
     echo "$(date +%T) end $step rc=$status"
