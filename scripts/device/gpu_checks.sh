@@ -10,10 +10,11 @@
 #                   MUON_BATCHED=0) vs the defaults (both on since 2026-11-23), and the defaults with MUON_COMPILE=1
 #                   or GDN_SHIFT_CONV=1 (alone and with GDN_CUSTOM_OP=1: fullgraph without a conv kernel); 5 arms,
 #                   ~9 min (each flag alone against the grid's settings: 2026-11-23, logs_experiment/h100_checks)
-#   published_kernels compare_losses.py: hybrid at 8k, 20 steps, the grid's kernels (cuDNN, 2 micro-steps) vs the
-#                   published kernels (FLASH, 8 micro-steps), and each of the two alone, on a step-based schedule,
-#                   all with the speed flags off as in the grid: the same maths? (~12 min on a fresh machine; the
-#                   32k pair with the published kernels trailed the grid's runs at equal steps by 0.006-0.041)
+#   published_kernels compare_losses.py: baseline, then hybrid, at 8k, 20 steps, the grid's kernels (cuDNN,
+#                   2 micro-steps) vs the published kernels (FLASH, 8 micro-steps), on a step-based schedule, the
+#                   speed flags off as in the grid: the same maths? (~12 min on a fresh machine, expected; the 32k
+#                   pair with the published kernels trailed the grid's runs at equal steps by 0.006-0.041, the
+#                   baseline by more; if a model's arms differ, split FLASH and the micro-steps next)
 #   bench_fast      bench_step_time.py: baseline then hybrid at 8k/16k/32k, two arms in one process, blocks
 #                   round-robin: the grid's settings (FUSED_PROJECTIONS=0 MUON_BATCHED=0) and the defaults (both
 #                   on; the closing table of the speed issue; 2026-11-23 measured the hybrid and the baseline at
@@ -73,10 +74,11 @@ for step in "$@"; do
         variants) compare variants 1200 train_gpt_gdn.py \
             --arm grid:FUSED_PROJECTIONS=0,MUON_BATCHED=0 --arm default: --arm muon_compile:MUON_COMPILE=1 \
             --arm shift_conv:GDN_SHIFT_CONV=1 --arm op_shift:GDN_CUSTOM_OP=1,GDN_SHIFT_CONV=1 ;;
-        published_kernels) compare published_kernels 900 train_gpt_gdn.py \
-            --env FUSED_PROJECTIONS=0 --env MUON_BATCHED=0 --arm grid: \
-            --arm published:SDPA_BACKEND=flash,GRAD_ACCUM_STEPS=8 --arm flash:SDPA_BACKEND=flash \
-            --arm micro8:GRAD_ACCUM_STEPS=8 ;;
+        published_kernels)
+            for trainer in train_gpt train_gpt_gdn; do
+                compare "published_kernels_$trainer" 900 "$trainer.py" --env FUSED_PROJECTIONS=0 --env MUON_BATCHED=0 \
+                    --arm grid: --arm published:SDPA_BACKEND=flash,GRAD_ACCUM_STEPS=8
+            done ;;
         muon_tests) timeout 300 python3 -m pytest tests/test_muon.py -k cuda -q -rs > "$out/muon_tests.out" 2>&1 ;;
         custom_op_tests) timeout 600 python3 -m pytest tests/test_gdn.py -k custom_op -q -rs > "$out/custom_op_tests.out" 2>&1 ;;
         profile) timeout 900 python3 scripts/bench_step_time.py --contexts 32768 --warmup 3 --steps 5 --repeats 2 \
