@@ -19,7 +19,8 @@ the current time, the file order on disk or the machine. Every number comes from
 the published study's numbers (scripts/published_study.py), which are quoted for comparison.
 
 Runs are grouped by model, context, kernel variant and device. The variant is "default" unless the
-run used other kernel settings than the grid's (SDPA_BACKEND, GDN_BACKEND, GRAD_ACCUM_STEPS other than
+run's model differs from the most common one of its model among the logs (ARCHITECTURE_SETTINGS, such as
+NUM_HEADS or GDN_HEADS: named first in the variant) or the run used other kernel settings than the grid's (SDPA_BACKEND, GDN_BACKEND, GRAD_ACCUM_STEPS other than
 auto, or one of the speed flags in SPEED_FLAGS on, such as FUSED_PROJECTIONS=1, which with MUON_BATCHED
 is a trainer default since 2026-11-23: the grid ran with both off); those runs (e.g. the published kernel settings SDPA_BACKEND=flash
 GRAD_ACCUM_STEPS=8) get their own rows and are never averaged with the default ones. A log without
@@ -66,6 +67,15 @@ SPEED_FLAGS = (("fused_projections", "FUSED_PROJECTIONS"), ("muon_batched", "MUO
                ("muon_compile", "MUON_COMPILE"), ("gdn_fla_fused", "GDN_FLA_FUSED"),
                ("gdn_custom_op", "GDN_CUSTOM_OP"), ("gdn_shift_conv", "GDN_SHIFT_CONV"),
                ("gdn_keep_states", "GDN_KEEP_STATES"))
+# Settings that change the model itself (config name, env name). A run whose value differs from the most common
+# value among the runs of its model is its own variant (architecture_changes), so that, say, a run with
+# power-of-two head dims neither pools with nor supersedes the published shape's runs.
+ARCHITECTURE_SETTINGS = (("num_layers", "NUM_LAYERS"), ("model_dim", "MODEL_DIM"), ("num_heads", "NUM_HEADS"),
+                         ("num_kv_heads", "NUM_KV_HEADS"), ("mlp_mult", "MLP_MULT"), ("rope_base", "ROPE_BASE"),
+                         ("logit_softcap", "LOGIT_SOFTCAP"), ("qk_gain_init", "QK_GAIN_INIT"),
+                         ("gdn_layers", "GDN_LAYERS"), ("gdn_heads", "GDN_HEADS"), ("gdn_key_dim", "GDN_KEY_DIM"),
+                         ("gdn_head_dim_ratio", "GDN_HEAD_DIM_RATIO"), ("gdn_expand_v", "GDN_EXPAND_V"),
+                         ("gdn_conv_size", "GDN_CONV_SIZE"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,6 +146,7 @@ class Run:
     sm_mhz: list = field(default_factory=list)  # (samples, median SM clock) per interval between validations
     date: datetime | None = None
     superseded: bool = False
+    architecture_changes: str = ""  # e.g. "NUM_HEADS=7 GDN_HEADS=5": set by load_runs against the other runs
 
     @property
     def finished(self) -> bool:
@@ -187,7 +198,7 @@ class Run:
     @property
     def variant(self) -> str:
         """'default' (the grid's kernels: auto SDPA, auto micro-steps, speed flags off), or what differed."""
-        parts = []
+        parts = [self.architecture_changes] if self.architecture_changes else []
         sdpa = self.config.get("sdpa_backend", "auto")
         if sdpa != "auto":
             parts.append(f"SDPA_BACKEND={sdpa}")
@@ -322,6 +333,7 @@ def load_runs(log_dir: Path) -> tuple[list[Run], list[str]]:
             runs.append(parse_log(path))
         except LogError as exc:
             skipped.append(f"{path.name}: {exc}")
+    label_architecture_changes(runs)
     runs.sort(key=run_sort_key)
     # One finished run per seed and group counts: the newest (then the last run_id).
     by_seed: dict[tuple, list[Run]] = {}
@@ -333,6 +345,29 @@ def load_runs(log_dir: Path) -> tuple[list[Run], list[str]]:
         for old in same[:-1]:
             old.superseded = True
     return runs, skipped
+
+
+def env_value_text(value) -> str:
+    """A config value as its environment variable would be written: lists comma-separated."""
+    return ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
+
+
+def label_architecture_changes(runs: list[Run]) -> None:
+    """Per model, the reference value of each ARCHITECTURE_SETTINGS entry is the most common one among the runs
+    that logged it (a tie: the smallest text); a run that logged another value gets it in its variant. A log
+    without the setting (from before it existed) counts as the reference, as logs without a speed flag count as off."""
+    for model in sorted({run.model for run in runs}):
+        same_model = [run for run in runs if run.model == model]
+        for run in same_model:
+            changes = []
+            for config_name, env_name in ARCHITECTURE_SETTINGS:
+                if config_name not in run.config:
+                    continue
+                values = [env_value_text(r.config[config_name]) for r in same_model if config_name in r.config]
+                reference = min(set(values), key=lambda v: (-values.count(v), v))
+                if env_value_text(run.config[config_name]) != reference:
+                    changes.append(f"{env_name}={env_value_text(run.config[config_name])}")
+            run.architecture_changes = " ".join(changes)
 
 
 def model_rank(model: str) -> int:

@@ -776,6 +776,38 @@ def test_speed_flags_are_a_variant(tmp_path):
     assert row(speed, model="hybrid", context=512, variant="default")["runs"] == "2"
 
 
+def test_architecture_changes_are_a_variant(tmp_path):
+    """A run with other head counts (as the pow2 shape variant) at a seed that already has a run is its own
+    variant: it neither pools with the runs of the usual shape nor supersedes the run of its seed."""
+    logs, source, text = fixture_copy(tmp_path, "hybrid_512_seed1_*.txt")
+    assert "config num_heads:4" in text and "config gdn_heads:0" in text
+    text = text.replace("config num_heads:4", "config num_heads:2").replace("config gdn_heads:0", "config gdn_heads:2")
+    (logs / source.name.replace("_seed1_", "_seed1_pow2_")).write_text(text, encoding="utf-8")
+    found = tables(section_of(run_report(tmp_path / "out", logs=logs)["readme"]))
+    speed = found["Speed, steps, data seen, memory and artifact size"]
+    assert row(speed, model="hybrid", context=512, variant="NUM_HEADS=2 GDN_HEADS=2")["runs"] == "1"
+    assert row(speed, model="hybrid", context=512, variant="default")["runs"] == "2"
+    statuses = {r["run_id"]: r["status"] for r in found["Runs"] if r["model"] == "hybrid"}
+    assert "superseded" not in statuses.values(), statuses
+
+
+def test_architecture_reference_is_the_most_common_shape_per_model():
+    """The reference shape is per model (the baseline's width is not the hybrid's), the most common value wins,
+    and a log without a setting reads as the reference."""
+    import report as module  # scripts/ is on sys.path (conftest); `report` is also a fixture name here
+
+    runs = [module.Run(file=f"{i}.txt", model=model, config=config) for i, (model, config) in enumerate([
+        ("baseline", {"model_dim": 512, "num_heads": 8}),
+        ("hybrid", {"model_dim": 448, "num_heads": 8, "gdn_heads": 0, "gdn_layers": [0, 1]}),
+        ("hybrid", {"model_dim": 448, "num_heads": 8, "gdn_heads": 0, "gdn_layers": [0, 1]}),
+        ("hybrid", {"model_dim": 448, "num_heads": 7, "gdn_heads": 5, "gdn_layers": [0]}),
+        ("hybrid", {"model_dim": 448, "num_heads": 8}),  # from before the GDN knobs were logged
+    ])]
+    module.label_architecture_changes(runs)
+    assert [r.architecture_changes for r in runs] == ["", "", "", "NUM_HEADS=7 GDN_LAYERS=0 GDN_HEADS=5", ""]
+    assert runs[3].variant == "NUM_HEADS=7 GDN_LAYERS=0 GDN_HEADS=5" and runs[1].variant == "default"
+
+
 def test_artifact_over_the_byte_limit_is_flagged(tmp_path):
     """A run whose trainer logged within_limit:False is marked in the Runs table, and a submission built on it
     says it is not a valid entry (in its notes and in the README)."""
