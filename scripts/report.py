@@ -19,9 +19,9 @@ the current time, the file order on disk or the machine. Every number comes from
 the published study's numbers (scripts/published_study.py), which are quoted for comparison.
 
 Runs are grouped by model, context, kernel variant and device. The variant is "default" unless the
-run's model differs from the most common one of its model among the logs (ARCHITECTURE_SETTINGS, such as
-NUM_HEADS or GDN_HEADS: named first in the variant) or the run used other kernel settings than the grid's (SDPA_BACKEND, GDN_BACKEND, GRAD_ACCUM_STEPS other than
-auto, or one of the speed flags in SPEED_FLAGS on, such as FUSED_PROJECTIONS=1, which with MUON_BATCHED
+run's model or optimizer differs from the most common one of its model among the logs (ARCHITECTURE_SETTINGS,
+such as NUM_HEADS, GDN_HEADS or MATRIX_LR: named first in the variant) or the run used other kernel
+settings than the grid's (SDPA_BACKEND, GDN_BACKEND, GRAD_ACCUM_STEPS other than auto, or one of the speed flags in SPEED_FLAGS on, such as FUSED_PROJECTIONS=1, which with MUON_BATCHED
 is a trainer default since 2026-11-23: the grid ran with both off); those runs (e.g. the published kernel settings SDPA_BACKEND=flash
 GRAD_ACCUM_STEPS=8) get their own rows and are never averaged with the default ones. A log without
 the final round-trip line (final_int8_zlib_roundtrip_exact) is an unfinished run: listed, excluded
@@ -67,15 +67,22 @@ SPEED_FLAGS = (("fused_projections", "FUSED_PROJECTIONS"), ("muon_batched", "MUO
                ("muon_compile", "MUON_COMPILE"), ("gdn_fla_fused", "GDN_FLA_FUSED"),
                ("gdn_custom_op", "GDN_CUSTOM_OP"), ("gdn_shift_conv", "GDN_SHIFT_CONV"),
                ("gdn_keep_states", "GDN_KEEP_STATES"))
-# Settings that change the model itself (config name, env name). A run whose value differs from the most common
-# value among the runs of its model is its own variant (architecture_changes), so that, say, a run with
-# power-of-two head dims neither pools with nor supersedes the published shape's runs.
+# Settings that change the model or its training (config name, env name), the same at every context. A run whose
+# value differs from the most common value among the runs of its model is its own variant (architecture_changes),
+# so that, say, a run with power-of-two head dims or another learning rate neither pools with nor supersedes the
+# published setting's runs. (The batch differs by context and the compile warm-up changes nothing: not here.)
 ARCHITECTURE_SETTINGS = (("num_layers", "NUM_LAYERS"), ("model_dim", "MODEL_DIM"), ("num_heads", "NUM_HEADS"),
                          ("num_kv_heads", "NUM_KV_HEADS"), ("mlp_mult", "MLP_MULT"), ("rope_base", "ROPE_BASE"),
                          ("logit_softcap", "LOGIT_SOFTCAP"), ("qk_gain_init", "QK_GAIN_INIT"),
+                         ("tied_embed_init_std", "TIED_EMBED_INIT_STD"),
                          ("gdn_layers", "GDN_LAYERS"), ("gdn_heads", "GDN_HEADS"), ("gdn_key_dim", "GDN_KEY_DIM"),
                          ("gdn_head_dim_ratio", "GDN_HEAD_DIM_RATIO"), ("gdn_expand_v", "GDN_EXPAND_V"),
-                         ("gdn_conv_size", "GDN_CONV_SIZE"))
+                         ("gdn_conv_size", "GDN_CONV_SIZE"),
+                         ("tied_embed_lr", "TIED_EMBED_LR"), ("matrix_lr", "MATRIX_LR"), ("scalar_lr", "SCALAR_LR"),
+                         ("muon_momentum", "MUON_MOMENTUM"), ("muon_momentum_warmup_start", "MUON_MOMENTUM_WARMUP_START"),
+                         ("muon_momentum_warmup_frac", "MUON_MOMENTUM_WARMUP_FRAC"), ("warmdown_frac", "WARMDOWN_FRAC"),
+                         ("muon_backend_steps", "MUON_BACKEND_STEPS"), ("beta1", "BETA1"), ("beta2", "BETA2"),
+                         ("adam_eps", "ADAM_EPS"), ("grad_clip_norm", "GRAD_CLIP_NORM"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -808,6 +808,23 @@ def test_architecture_reference_is_the_most_common_shape_per_model():
     assert runs[3].variant == "NUM_HEADS=7 GDN_LAYERS=0 GDN_HEADS=5" and runs[1].variant == "default"
 
 
+def test_architecture_settings_are_what_the_trainers_log():
+    """Each setting the report compares is a Hyperparameters attribute (logged as `config NAME:`) read from the
+    environment variable it is named by, in the trainer that has it (the GDN ones: the hybrid only)."""
+    import report as module
+
+    sys.path.insert(0, str(REPO_ROOT))
+    import train_gpt
+    import train_gpt_gdn
+
+    for config_name, env_name in module.ARCHITECTURE_SETTINGS:
+        owners = [m for m in (train_gpt, train_gpt_gdn) if hasattr(m.Hyperparameters({}), config_name)]
+        expected = [train_gpt_gdn] if config_name.startswith("gdn_") else [train_gpt, train_gpt_gdn]
+        assert owners == expected, config_name
+        for trainer in owners:
+            assert f'"{env_name}"' in Path(trainer.__file__).read_text(encoding="utf-8"), (trainer.__name__, env_name)
+
+
 def test_artifact_over_the_byte_limit_is_flagged(tmp_path):
     """A run whose trainer logged within_limit:False is marked in the Runs table, and a submission built on it
     says it is not a valid entry (in its notes and in the README)."""
