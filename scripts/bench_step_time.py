@@ -891,6 +891,35 @@ def settings_text(record: dict, overrides: dict[str, str]) -> str:
     return " ".join(words)
 
 
+# Issue 4's goals: our ms/step as a fraction of the published one, per model and context, at the same maths.
+SPEED_GOALS = {"baseline": {8192: 0.6, 16384: 0.6, 32768: 0.65}, "hybrid": {8192: 0.5, 16384: 0.5, 32768: 0.5}}
+GOALS_HEADER = ["settings", "model", "context", "ms/step (ours)", "published", "ours / published (min-max)", "goal",
+                "met"]
+
+
+def goal_rows(groups: dict[tuple, list[dict]]) -> list[list[str]]:
+    """Against SPEED_GOALS, for the setups at the same maths as published (no override but the exact speed flags):
+    'yes' when every block is within the goal, 'no' when none is, else 'within the spread'."""
+    rows = []
+    for key in sorted(groups):
+        device_name, _, tiny, overrides = key
+        if tiny or any(name not in FLAGS_ON_BY_DEFAULT for name, _ in overrides):
+            continue
+        results = [r for d in groups[key] for r in d.get("results", [])]
+        setting_text = " ".join(f"{k}={v}" for k, v in overrides) or "speed flags off"
+        for model in MODELS:
+            for context, goal in sorted(SPEED_GOALS[model].items()):
+                stats = pooled([r for r in results if r.get("model") == model and int(r.get("context", 0)) == context])
+                if stats is None:
+                    continue
+                published = PUBLISHED_MS[model][context]
+                low, mid, high = (stats[k] / published for k in ("min", "median", "max"))
+                met = "yes" if high <= goal else "no" if low > goal else "within the spread"
+                rows.append([f"{setting_text} ({device_name})", model, str(context), ms_cell(stats), f"{published:.0f}",
+                             f"{mid:.2f} ({low:.2f}-{high:.2f})", f"{goal:.2f}", met])
+    return rows
+
+
 PAIRED_HEADER = ["device", "model", "context", "reference arm", "compared arm", "reference ms/step",
                  "compared ms/step", "compared / reference (paired blocks)", "compared / published", "source"]
 
@@ -1051,6 +1080,18 @@ def compute_markdown(docs: list[dict], out_display: str) -> str:
             f"Crossover (published): {published_text}.",
             "",
             f"**{verdict}**",
+            "",
+        ]
+    goals = goal_rows(groups)
+    if goals:
+        lines += [
+            "## Against the speed goals (issue 4)",
+            "",
+            "The goals at the same maths as the published runs: baseline <= 0.6x the published ms/step at 8k and "
+            "16k and <= 0.65x at 32k, hybrid <= 0.5x at each. Setups above with no setting but the exact speed "
+            "flags; ratios from the median and the min-max over blocks.",
+            "",
+            md_table(GOALS_HEADER, goals),
             "",
         ]
     paired = paired_rows(docs)

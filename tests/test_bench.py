@@ -192,6 +192,25 @@ def test_files_from_before_auto_micro_steps_are_not_pooled_with_auto(tmp_path):
             "these do not place it.") in auto_part
 
 
+def test_goals_table_judges_each_cell_by_its_whole_spread(tmp_path):
+    """The issue-4 goals (baseline 0.6x at 8k, hybrid 0.5x): 'yes' only when every block is within the goal, 'no'
+    when none is, 'within the spread' between; setups with other settings (here FLASH) are not judged."""
+    same_maths = fake_results("NVIDIA H100 80GB HBM3", {
+        "baseline": {8192: [350.0, 356.0, 340.0]},  # 0.57-0.60x of 594: every block within 0.6
+        "hybrid": {8192: [370.0, 380.0, 390.0], 32768: [900.0, 905.0]},  # 0.49-0.52x of 757; 0.66x of 1361
+    })
+    flash = fake_results("NVIDIA H100 80GB HBM3", {"baseline": {8192: [100.0, 100.0]}}, overrides={"SDPA_BACKEND": "flash"})
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(same_maths))
+    b.write_text(json.dumps(flash))
+    goals = regenerate(tmp_path, [a, b], "compute_experiment.md").split("## Against the speed goals")[1].split("## ")[0]
+    rows = [line for line in goals.splitlines() if line.startswith("| speed flags off")]
+    assert [row.split(" | ")[1:3] + [row.split(" | ")[-1]] for row in rows] == [
+        ["baseline", "8192", "yes |"], ["hybrid", "8192", "within the spread |"], ["hybrid", "32768", "no |"]]
+    assert "| 0.50 (0.49-0.52) | 0.50 |" in rows[1]
+    assert "flash" not in goals.lower()
+
+
 def test_crossover_and_flops_helpers():
     import bench_step_time as bench  # scripts/ is on sys.path (conftest)
     assert bench.crossover({8192: (594, 757), 16384: (952, 847), 32768: (2202, 1361)}) == (16384, 8192, False)
@@ -318,3 +337,15 @@ def test_paired_ratios_of_arms_one_row_per_file_named_by_the_flags_as_they_ran(t
         prefix + f"1555.0 (1552.0-1558.0) | 1527.0 (1525.0-1528.0) | 0.981 (0.980-0.984) | 0.69 | `{paths[1]}` |",
     ]
     assert "## Arms of one process" not in regenerate(tmp_path, [paths[2]], "plain.md")
+
+
+def test_committed_compute_experiment_md_is_what_its_own_command_rebuilds():
+    """compute_experiment.md names the JSON files it is rebuilt from; rebuilt from them it is byte-identical
+    (so every number in it comes from logs_experiment/, and a file added there without rebuilding shows)."""
+    committed = (REPO / "compute_experiment.md").read_text(encoding="utf-8")
+    (command,) = [line for line in committed.splitlines() if "--regenerate-compute-md" in line and "--out-md" in line]
+    words = command.split()
+    sources = words[words.index("--regenerate-compute-md") + 1:words.index("--out-md")]
+    assert sources and all((REPO / s).is_file() and s.startswith("logs_experiment/") for s in sources), sources
+    rebuilt = bench.compute_markdown(bench.load_results([REPO / s for s in sources]), words[words.index("--out-md") + 1])
+    assert rebuilt == committed
