@@ -18,20 +18,22 @@ The tables are also printed to stdout. The same logs give byte-identical outputs
 the current time, the file order on disk or the machine. Every number comes from the logs, except
 the published study's numbers (scripts/published_study.py), which are quoted for comparison.
 
-Runs are grouped by model, context, kernel variant and device. The variant is "default" unless the
-run's model or optimizer differs from the most common one of its model among the logs (ARCHITECTURE_SETTINGS,
+Runs are grouped by model, context, kernel variant and device. The variant is "default" unless the run's
+model or optimizer differs from the most common one of its model among the logs (ARCHITECTURE_SETTINGS,
 such as NUM_HEADS, GDN_HEADS or MATRIX_LR: named first in the variant) or the run used other kernel
-settings than the grid's (SDPA_BACKEND, GDN_BACKEND, GRAD_ACCUM_STEPS other than auto, or one of the speed flags in SPEED_FLAGS on, such as FUSED_PROJECTIONS=1, which with MUON_BATCHED
-is a trainer default since 2026-11-23: the grid ran with both off); those runs (e.g. the published kernel settings SDPA_BACKEND=flash
-GRAD_ACCUM_STEPS=8) get their own rows and are never averaged with the default ones. A log without
-the final round-trip line (final_int8_zlib_roundtrip_exact) is an unfinished run: listed, excluded
-from means. When one seed has several finished runs in a group, the newest counts and the others are
-listed as superseded. Runs with exactly the published kernel settings are also set against the
-default-kernel runs of their context and device ("What our kernels are worth"). A run whose trainer
-logged its artifact over the competition's byte limit (within_limit:False) is flagged in the Runs
-table, and a submission.json built on it says in its notes that it is not a valid entry. "Re-reading the corpus"
-sets, per default-kernel run, the gap between the validation loss and the train losses logged before it in the
-first epoch against the gap at the end (rereading_row), to tell whether re-reading the corpus shows as memorisation.
+settings than the grid's (SDPA_BACKEND, GDN_BACKEND, GRAD_ACCUM_STEPS other than auto, or one of the speed
+flags in SPEED_FLAGS on, such as FUSED_PROJECTIONS=1, which with MUON_BATCHED is a trainer default since
+2026-11-23: the grid ran with both off); those runs (e.g. the published kernel settings SDPA_BACKEND=flash
+GRAD_ACCUM_STEPS=8) get their own rows and are never averaged with the default ones. A log without the
+final round-trip line (final_int8_zlib_roundtrip_exact) is an unfinished run: listed, excluded from means.
+When one seed has several finished runs in a group, the newest counts and the others are listed as
+superseded. Runs with exactly the published kernel settings are also set against the default-kernel runs
+of their context and device ("What our kernels are worth"). A run whose trainer logged its artifact over
+the competition's byte limit (within_limit:False) is flagged in the Runs table, and a submission.json
+built on it says in its notes that it is not a valid entry. "Re-reading the corpus" sets, per
+default-kernel run, the gap between the validation loss and the train losses logged before it in the first
+epoch against the gap at the end (rereading_row), to tell whether re-reading the corpus shows as
+memorisation.
 """
 
 from __future__ import annotations
@@ -79,7 +81,8 @@ ARCHITECTURE_SETTINGS = (("num_layers", "NUM_LAYERS"), ("model_dim", "MODEL_DIM"
                          ("gdn_head_dim_ratio", "GDN_HEAD_DIM_RATIO"), ("gdn_expand_v", "GDN_EXPAND_V"),
                          ("gdn_conv_size", "GDN_CONV_SIZE"),
                          ("tied_embed_lr", "TIED_EMBED_LR"), ("matrix_lr", "MATRIX_LR"), ("scalar_lr", "SCALAR_LR"),
-                         ("muon_momentum", "MUON_MOMENTUM"), ("muon_momentum_warmup_start", "MUON_MOMENTUM_WARMUP_START"),
+                         ("muon_momentum", "MUON_MOMENTUM"),
+                         ("muon_momentum_warmup_start", "MUON_MOMENTUM_WARMUP_START"),
                          ("muon_momentum_warmup_frac", "MUON_MOMENTUM_WARMUP_FRAC"), ("warmdown_frac", "WARMDOWN_FRAC"),
                          ("muon_backend_steps", "MUON_BACKEND_STEPS"), ("beta1", "BETA1"), ("beta2", "BETA2"),
                          ("adam_eps", "ADAM_EPS"), ("grad_clip_norm", "GRAD_CLIP_NORM"))
