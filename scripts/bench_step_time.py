@@ -897,6 +897,14 @@ GOALS_HEADER = ["settings", "model", "context", "ms/step (ours)", "published", "
                 "met"]
 
 
+def results_by_cell(group: list[dict]) -> dict[tuple[str, int], list[dict]]:
+    """The results of one setup's files by (model, context): what a table cell pools."""
+    by = {}
+    for r in (r for d in group for r in d.get("results", [])):
+        by.setdefault((r.get("model"), int(r.get("context", 0))), []).append(r)
+    return by
+
+
 def goal_rows(groups: dict[tuple, list[dict]]) -> list[list[str]]:
     """Against SPEED_GOALS, for the setups at the same maths as published (no override but the exact speed flags):
     'yes' when every block is within the goal, 'no' when none is, else 'within the spread'."""
@@ -905,11 +913,11 @@ def goal_rows(groups: dict[tuple, list[dict]]) -> list[list[str]]:
         device_name, _, tiny, overrides = key
         if tiny or any(name not in FLAGS_ON_BY_DEFAULT for name, _ in overrides):
             continue
-        results = [r for d in groups[key] for r in d.get("results", [])]
+        by = results_by_cell(groups[key])
         setting_text = " ".join(f"{k}={v}" for k, v in overrides) or "speed flags off"
         for model in MODELS:
             for context, goal in sorted(SPEED_GOALS[model].items()):
-                stats = pooled([r for r in results if r.get("model") == model and int(r.get("context", 0)) == context])
+                stats = pooled(by.get((model, context), []))
                 if stats is None:
                     continue
                 published = PUBLISHED_MS[model][context]
@@ -1013,10 +1021,8 @@ def compute_markdown(docs: list[dict], out_display: str) -> str:
     for key in sorted(groups):
         group = groups[key]
         device_name, torch_version, tiny, overrides = key
-        results = [r for d in group for r in d.get("results", [])]
-        by = {}
-        for r in results:
-            by.setdefault((r.get("model"), int(r.get("context", 0))), []).append(r)
+        by = results_by_cell(group)
+        results = [r for cell in by.values() for r in cell]
         contexts = sorted({c for (_, c) in by} | (set() if tiny else set(PUBLISHED_MS["baseline"])))
         details = sorted({f"{r.get('model')}: sdpa {r.get('sdpa_backend')}, compile {r.get('compile')}, "
                           f"micro-steps {r.get('grad_accum_steps')}" for r in results if r.get("status") == "ok"})

@@ -19,7 +19,7 @@ the current time, the file order on disk or the machine. Every number comes from
 the published study's numbers (scripts/published_study.py), which are quoted for comparison.
 
 Runs are grouped by model, context, kernel variant and device. The variant is "default" unless the run's
-model or optimizer differs from the most common one of its model among the logs (ARCHITECTURE_SETTINGS,
+model or optimizer differs from the most common one of its model among the logs (RUN_SETTINGS,
 such as NUM_HEADS, GDN_HEADS or MATRIX_LR: named first in the variant) or the run used other kernel
 settings than the grid's (SDPA_BACKEND, GDN_BACKEND, GRAD_ACCUM_STEPS other than auto, or one of the speed
 flags in SPEED_FLAGS on, such as FUSED_PROJECTIONS=1, which with MUON_BATCHED is a trainer default since
@@ -70,22 +70,22 @@ SPEED_FLAGS = (("fused_projections", "FUSED_PROJECTIONS"), ("muon_batched", "MUO
                ("gdn_custom_op", "GDN_CUSTOM_OP"), ("gdn_shift_conv", "GDN_SHIFT_CONV"),
                ("gdn_keep_states", "GDN_KEEP_STATES"))
 # Settings that change the model or its training (config name, env name), the same at every context. A run whose
-# value differs from the most common value among the runs of its model is its own variant (architecture_changes),
+# value differs from the most common value among the runs of its model is its own variant (setting_changes),
 # so that, say, a run with power-of-two head dims or another learning rate neither pools with nor supersedes the
 # published setting's runs. (The batch differs by context and the compile warm-up changes nothing: not here.)
-ARCHITECTURE_SETTINGS = (("num_layers", "NUM_LAYERS"), ("model_dim", "MODEL_DIM"), ("num_heads", "NUM_HEADS"),
-                         ("num_kv_heads", "NUM_KV_HEADS"), ("mlp_mult", "MLP_MULT"), ("rope_base", "ROPE_BASE"),
-                         ("logit_softcap", "LOGIT_SOFTCAP"), ("qk_gain_init", "QK_GAIN_INIT"),
-                         ("tied_embed_init_std", "TIED_EMBED_INIT_STD"),
-                         ("gdn_layers", "GDN_LAYERS"), ("gdn_heads", "GDN_HEADS"), ("gdn_key_dim", "GDN_KEY_DIM"),
-                         ("gdn_head_dim_ratio", "GDN_HEAD_DIM_RATIO"), ("gdn_expand_v", "GDN_EXPAND_V"),
-                         ("gdn_conv_size", "GDN_CONV_SIZE"),
-                         ("tied_embed_lr", "TIED_EMBED_LR"), ("matrix_lr", "MATRIX_LR"), ("scalar_lr", "SCALAR_LR"),
-                         ("muon_momentum", "MUON_MOMENTUM"),
-                         ("muon_momentum_warmup_start", "MUON_MOMENTUM_WARMUP_START"),
-                         ("muon_momentum_warmup_frac", "MUON_MOMENTUM_WARMUP_FRAC"), ("warmdown_frac", "WARMDOWN_FRAC"),
-                         ("muon_backend_steps", "MUON_BACKEND_STEPS"), ("beta1", "BETA1"), ("beta2", "BETA2"),
-                         ("adam_eps", "ADAM_EPS"), ("grad_clip_norm", "GRAD_CLIP_NORM"))
+RUN_SETTINGS = (("num_layers", "NUM_LAYERS"), ("model_dim", "MODEL_DIM"), ("num_heads", "NUM_HEADS"),
+                ("num_kv_heads", "NUM_KV_HEADS"), ("mlp_mult", "MLP_MULT"), ("rope_base", "ROPE_BASE"),
+                ("logit_softcap", "LOGIT_SOFTCAP"), ("qk_gain_init", "QK_GAIN_INIT"),
+                ("tied_embed_init_std", "TIED_EMBED_INIT_STD"),
+                ("gdn_layers", "GDN_LAYERS"), ("gdn_heads", "GDN_HEADS"), ("gdn_key_dim", "GDN_KEY_DIM"),
+                ("gdn_head_dim_ratio", "GDN_HEAD_DIM_RATIO"), ("gdn_expand_v", "GDN_EXPAND_V"),
+                ("gdn_conv_size", "GDN_CONV_SIZE"),
+                ("tied_embed_lr", "TIED_EMBED_LR"), ("matrix_lr", "MATRIX_LR"), ("scalar_lr", "SCALAR_LR"),
+                ("muon_momentum", "MUON_MOMENTUM"),
+                ("muon_momentum_warmup_start", "MUON_MOMENTUM_WARMUP_START"),
+                ("muon_momentum_warmup_frac", "MUON_MOMENTUM_WARMUP_FRAC"), ("warmdown_frac", "WARMDOWN_FRAC"),
+                ("muon_backend_steps", "MUON_BACKEND_STEPS"), ("beta1", "BETA1"), ("beta2", "BETA2"),
+                ("adam_eps", "ADAM_EPS"), ("grad_clip_norm", "GRAD_CLIP_NORM"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,7 +156,7 @@ class Run:
     sm_mhz: list = field(default_factory=list)  # (samples, median SM clock) per interval between validations
     date: datetime | None = None
     superseded: bool = False
-    architecture_changes: str = ""  # e.g. "NUM_HEADS=7 GDN_HEADS=5": set by load_runs against the other runs
+    setting_changes: str = ""  # e.g. "NUM_HEADS=7 GDN_HEADS=5": set by load_runs against the other runs
 
     @property
     def finished(self) -> bool:
@@ -208,7 +208,7 @@ class Run:
     @property
     def variant(self) -> str:
         """'default' (the grid's kernels: auto SDPA, auto micro-steps, speed flags off), or what differed."""
-        parts = [self.architecture_changes] if self.architecture_changes else []
+        parts = [self.setting_changes] if self.setting_changes else []
         sdpa = self.config.get("sdpa_backend", "auto")
         if sdpa != "auto":
             parts.append(f"SDPA_BACKEND={sdpa}")
@@ -343,7 +343,7 @@ def load_runs(log_dir: Path) -> tuple[list[Run], list[str]]:
             runs.append(parse_log(path))
         except LogError as exc:
             skipped.append(f"{path.name}: {exc}")
-    label_architecture_changes(runs)
+    label_setting_changes(runs)
     runs.sort(key=run_sort_key)
     # One finished run per seed and group counts: the newest (then the last run_id).
     by_seed: dict[tuple, list[Run]] = {}
@@ -362,22 +362,21 @@ def env_value_text(value) -> str:
     return ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
 
 
-def label_architecture_changes(runs: list[Run]) -> None:
-    """Per model, the reference value of each ARCHITECTURE_SETTINGS entry is the most common one among the runs
-    that logged it (a tie: the smallest text); a run that logged another value gets it in its variant. A log
+def label_setting_changes(runs: list[Run]) -> None:
+    """Per model, the reference value of each RUN_SETTINGS entry is the most common one among the runs that
+    logged it (a tie: the smallest text); a run that logged another value gets it in its variant. A log
     without the setting (from before it existed) counts as the reference, as logs without a speed flag count as off."""
     for model in sorted({run.model for run in runs}):
         same_model = [run for run in runs if run.model == model]
+        reference = {}
+        for config_name, _ in RUN_SETTINGS:
+            values = [env_value_text(r.config[config_name]) for r in same_model if config_name in r.config]
+            if values:
+                reference[config_name] = min(set(values), key=lambda v: (-values.count(v), v))
         for run in same_model:
-            changes = []
-            for config_name, env_name in ARCHITECTURE_SETTINGS:
-                if config_name not in run.config:
-                    continue
-                values = [env_value_text(r.config[config_name]) for r in same_model if config_name in r.config]
-                reference = min(set(values), key=lambda v: (-values.count(v), v))
-                if env_value_text(run.config[config_name]) != reference:
-                    changes.append(f"{env_name}={env_value_text(run.config[config_name])}")
-            run.architecture_changes = " ".join(changes)
+            run.setting_changes = " ".join(
+                f"{env_name}={env_value_text(run.config[config_name])}" for config_name, env_name in RUN_SETTINGS
+                if config_name in run.config and env_value_text(run.config[config_name]) != reference[config_name])
 
 
 def model_rank(model: str) -> int:

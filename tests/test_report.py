@@ -776,7 +776,7 @@ def test_speed_flags_are_a_variant(tmp_path):
     assert row(speed, model="hybrid", context=512, variant="default")["runs"] == "2"
 
 
-def test_architecture_changes_are_a_variant(tmp_path):
+def test_setting_changes_are_a_variant(tmp_path):
     """A run with other head counts (as the pow2 shape variant) at a seed that already has a run is its own
     variant: it neither pools with the runs of the usual shape nor supersedes the run of its seed."""
     logs, source, text = fixture_copy(tmp_path, "hybrid_512_seed1_*.txt")
@@ -791,7 +791,7 @@ def test_architecture_changes_are_a_variant(tmp_path):
     assert "superseded" not in statuses.values(), statuses
 
 
-def test_architecture_reference_is_the_most_common_shape_per_model():
+def test_setting_reference_is_the_most_common_value_per_model():
     """The reference shape is per model (the baseline's width is not the hybrid's), the most common value wins,
     and a log without a setting reads as the reference."""
     import report as module  # scripts/ is on sys.path (conftest); `report` is also a fixture name here
@@ -803,21 +803,19 @@ def test_architecture_reference_is_the_most_common_shape_per_model():
         ("hybrid", {"model_dim": 448, "num_heads": 7, "gdn_heads": 5, "gdn_layers": [0]}),
         ("hybrid", {"model_dim": 448, "num_heads": 8}),  # from before the GDN knobs were logged
     ])]
-    module.label_architecture_changes(runs)
-    assert [r.architecture_changes for r in runs] == ["", "", "", "NUM_HEADS=7 GDN_LAYERS=0 GDN_HEADS=5", ""]
+    module.label_setting_changes(runs)
+    assert [r.setting_changes for r in runs] == ["", "", "", "NUM_HEADS=7 GDN_LAYERS=0 GDN_HEADS=5", ""]
     assert runs[3].variant == "NUM_HEADS=7 GDN_LAYERS=0 GDN_HEADS=5" and runs[1].variant == "default"
 
 
-def test_architecture_settings_are_what_the_trainers_log():
+def test_run_settings_are_what_the_trainers_log():
     """Each setting the report compares is a Hyperparameters attribute (logged as `config NAME:`) read from the
     environment variable it is named by, in the trainer that has it (the GDN ones: the hybrid only)."""
     import report as module
-
-    sys.path.insert(0, str(REPO_ROOT))
-    import train_gpt
+    import train_gpt  # the repository root is on sys.path (conftest)
     import train_gpt_gdn
 
-    for config_name, env_name in module.ARCHITECTURE_SETTINGS:
+    for config_name, env_name in module.RUN_SETTINGS:
         owners = [m for m in (train_gpt, train_gpt_gdn) if hasattr(m.Hyperparameters({}), config_name)]
         expected = [train_gpt_gdn] if config_name.startswith("gdn_") else [train_gpt, train_gpt_gdn]
         assert owners == expected, config_name
