@@ -957,6 +957,14 @@ def gated_delta_rule_op(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor
 # beta), so the same numbers, for ~0.8 GB more activations per layer and micro-step at 32k (8 sequences).
 
 
+def fla_device(t: Tensor):
+    """fla's kernels launch on the current CUDA device, so calls run under t's device; a CPU tensor (Triton's
+    interpreter, in the tests) has none to set."""
+    import contextlib  # here, not at the top: the trainers' shared imports stay identical
+
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
 class GatedDeltaRuleKeepStates(torch.autograd.Function):
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda")  # fla's autocast_custom_fwd: the backward sees the same autocast state
@@ -968,7 +976,7 @@ class GatedDeltaRuleKeepStates(torch.autograd.Function):
         from fla.ops.utils.constant import RCP_LN2
 
         q, k, v, g, beta = gdn_op_inputs(q, k, v, g, beta)
-        with torch.cuda.device(q.device):
+        with fla_device(q):
             g_cumsum = chunk_local_cumsum(g, chunk_size=GDN_CHUNK_SIZE, scale=RCP_LN2)  # [B, T, H] fp32, log2
             w, u, A = chunk_gated_delta_rule_fwd_intra(k=k, v=v, g=g_cumsum, beta=beta,
                                                        chunk_size=GDN_CHUNK_SIZE)  # w [B,T,H,K], u [B,T,H,V]
@@ -991,7 +999,7 @@ class GatedDeltaRuleKeepStates(torch.autograd.Function):
         q, k, v, g_cumsum, beta, A, w, h, v_new = ctx.saved_tensors
         (do,) = gdn_op_inputs(do)
         scale = ctx.scale
-        with torch.cuda.device(q.device):
+        with fla_device(q):
             # fla's chunk_gated_delta_rule_bwd from its chunk_bwd_dv_local on: the recompute before it is
             # what the forward kept.
             dv = chunk_bwd_dv_local(q=q, k=k, g=g_cumsum, do=do, scale=scale, chunk_size=GDN_CHUNK_SIZE)

@@ -1,0 +1,74 @@
+"""fla-core's Triton kernels on the CPU (Triton's interpreter) against the fp32 references.
+
+The GPU tests in test_gdn.py check fla's kernels where they run in training; these run the same kernel code
+on the CPU, so CI checks every fla path the hybrid can take: the plain call, GDN_FLA_FUSED, GDN_KEEP_STATES
+and FUSED_PROJECTIONS' fused conv. Triton and fla-core come from requirements-interp.txt, installed into
+.interp-site (outside the main environment: a GPU box's torch brings its own Triton); without it these
+tests skip, naming the install command. The checks run in one subprocess (tests/fla_interpreter_checks.py).
+
+Tolerances (relative errors per tensor). The interpreter computes in plain fp32 (no TF32 tensor cores), so
+fla's chunked maths agrees with the step-by-step recurrence to ~1e-6 (measured <= 1.2e-5 on every tensor):
+1e-4. GDN_KEEP_STATES runs the same kernels on the same inputs as fla's wrapper: 1e-6, as on the GPU.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT
+
+INTERP_SITE = REPO_ROOT / ".interp-site"
+INSTALL = "python3 -m pip install --no-deps --upgrade --target .interp-site -r requirements-interp.txt"
+GRADS = ("q", "k", "v", "g", "beta")
+
+
+@pytest.fixture(scope="module")
+def interpreter_results() -> dict:
+    if not ((INTERP_SITE / "triton").is_dir() and (INTERP_SITE / "fla").is_dir()):
+        pytest.skip(f"needs Triton and fla-core in .interp-site: {INSTALL}")
+    env = dict(os.environ, TRITON_INTERPRET="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(INTERP_SITE), os.environ.get("PYTHONPATH")])))
+    proc = subprocess.run([sys.executable, str(REPO_ROOT / "tests" / "fla_interpreter_checks.py")], env=env,
+                          capture_output=True, text=True, timeout=900, cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def assert_within(errors: dict, tol: float, names: tuple) -> None:
+    assert set(names) <= set(errors), set(names) - set(errors)
+    worst = {name: err for name, err in errors.items() if not err <= tol}  # a NaN fails too
+    assert not worst, f"rel_err above {tol}: {worst}"
+
+
+@pytest.mark.parametrize("seq_len", [100, 130])
+def test_fla_kernel_matches_recurrence_on_cpu(interpreter_results, seq_len):
+    assert_within(interpreter_results["functions"][f"fla_vs_recurrence_T{seq_len}"], 1e-4, ("out",) + GRADS)
+
+
+@pytest.mark.parametrize("seq_len", [1, 64, 100])
+def test_keep_states_matches_fla_wrapper_on_cpu(interpreter_results, seq_len):
+    assert_within(interpreter_results["functions"][f"keep_states_vs_fla_T{seq_len}"], 1e-6, ("out",) + GRADS)
+
+
+def test_keep_states_matches_recurrence_on_cpu(interpreter_results):
+    assert_within(interpreter_results["functions"]["keep_states_vs_recurrence_T100"], 1e-4, ("out",) + GRADS)
+
+
+@pytest.mark.parametrize("path", ["fla", "fla_fused", "keep_states", "fused_projections"])
+def test_fla_mixer_matches_torch_mixer_on_cpu(interpreter_results, path):
+    """The whole mixer on fla (its causal conv, the kernel; in-kernel norm, gate and beta for fla_fused)
+    against the PyTorch path with the same weights: output, dx and every parameter's gradient."""
+    assert_within(interpreter_results["mixers"][path], 1e-4, ("out", "dx", "A_log", "dt_bias"))
+
+
+def test_fla_triton_kernels_ran(interpreter_results):
+    """The comparisons above ran fla's Triton kernels, not a PyTorch fallback: the state passes forward and
+    backward, the output, the WY backward, the conv, and the in-kernel gate, beta and L2 norm."""
+    expected = {"chunk_gated_delta_rule_fwd_kernel_h_blockdim64", "chunk_gated_delta_rule_bwd_kernel_dhu_blockdim64",
+                "chunk_fwd_kernel_o", "chunk_bwd_kernel_dqkwg", "prepare_wy_repr_bwd_kernel",
+                "recompute_w_u_fwd_kernel", "causal_conv1d_fwd_kernel", "causal_conv1d_bwd_kernel",
+                "gdn_gate_bwd_kernel", "fused_beta_sigmoid_fwd_kernel", "l2norm_fwd_kernel"}
+    assert expected <= set(interpreter_results["kernels"]), expected - set(interpreter_results["kernels"])
