@@ -142,7 +142,8 @@ def test_fla_mixer_with_fused_projections_matches_separate():
     """FUSED_PROJECTIONS=1 on fla: one matmul for the six input projections and one fla causal_conv1d over
     the q|k|v channels (a strided slice of that matmul's output) against the separate calls, bf16
     autocast; the bounds of the in-kernel test above, as a differently rounded bf16 projection propagates
-    the same way. (Written without a GPU at hand: not yet run.)"""
+    the same way. (Not yet run on a GPU; in fp32 it passes on the CPU through Triton's interpreter,
+    test_fla_interpreter.py.)"""
     assert_mixers_agree({"backend": "fla"}, {"backend": "fla", "fused_projections": True}, out_tol=1e-2, grad_tol=2e-2)
 
 

@@ -29,8 +29,9 @@
 #                   the published count, attention head dim 64, 4 GDN heads of 64/128), each against the
 #                   default block by block (~10 min per context at 32k, most of it compiling)
 #   keep_states     GDN_KEEP_STATES=1 (the backward reuses the forward's GDN states): its GPU tests (against fla's
-#                   wrapper and the fp32 recurrence), then bench_step_time.py, hybrid at 32k, the defaults with and
-#                   without it as arms of one process (~37 ms per step expected, docs/speed_notes.md section 11)
+#                   wrapper and the fp32 recurrence; on CPU they pass through Triton's interpreter), the first 20
+#                   steps' losses at 8k against the defaults, then bench_step_time.py, hybrid at 32k, the defaults
+#                   with and without it as arms of one process (~37 ms per step expected, speed notes section 11)
 #   two_gpus        on a 2-GPU machine: pytest tests/test_trainers.py -k two_gpus (tiny data, no compile), then
 #                   compare_losses.py at 8k for each trainer: 1 process x 2 micro-steps against torchrun 2 ranks x 1
 #   profile         bench_step_time.py: both models at 32k, 2 timed blocks, then 2 steps under torch.profiler
@@ -97,6 +98,7 @@ for step in "$@"; do
                 --arm attn64:NUM_HEADS=7,NUM_KV_HEADS=1 --arm heads4:GDN_HEADS=4,GDN_KEY_DIM=64 ;;
         keep_states)
             timeout 900 python3 -m pytest tests/test_gdn.py -k keep_states -q -rs > "$out/keep_states_tests.out" 2>&1
+            compare keep_states 900 train_gpt_gdn.py --arm default: --arm keep:GDN_KEEP_STATES=1
             bench keep_states 900 --models hybrid --contexts 32768 --arm default: --arm keep:GDN_KEEP_STATES=1 ;;
         two_gpus)
             timeout 600 python3 -m pytest tests/test_trainers.py -k two_gpus -q -rs > "$out/two_gpus_tests.out" 2>&1
