@@ -64,6 +64,9 @@ def main() -> None:
     for seq_len in (100, 130):  # one ragged chunk; two full chunks and a ragged one
         results["functions"][f"fla_vs_recurrence_T{seq_len}"] = compare_functions(
             gdn.gated_delta_rule_fla, gdn.gated_delta_rule_recurrent, (2, seq_len, 2, *hybrid_heads))
+    # GDN_KEY_DIM=64 (the power-of-two variants): K 64, V 128, fla's blocks without padding.
+    results["functions"]["fla_vs_recurrence_T100_K64"] = compare_functions(
+        gdn.gated_delta_rule_fla, gdn.gated_delta_rule_recurrent, (1, 100, 2, 64, 128))
     for seq_len in (1, 64, 100):
         results["functions"][f"keep_states_vs_fla_T{seq_len}"] = compare_functions(
             gdn.gated_delta_rule_fla_keep_states, gdn.gated_delta_rule_fla, (2, seq_len, 2, *hybrid_heads))
