@@ -29,7 +29,8 @@ GRADS = ("q", "k", "v", "g", "beta")
 def interpreter_results() -> dict:
     if not ((INTERP_SITE / "triton").is_dir() and (INTERP_SITE / "fla").is_dir()):
         pytest.skip(f"needs Triton and fla-core in .interp-site: {INSTALL}")
-    env = dict(os.environ, TRITON_INTERPRET="1",
+    # No GPU in the subprocess, on a GPU box too: fla would see Hopper there and send its backward to TileLang.
+    env = dict(os.environ, TRITON_INTERPRET="1", CUDA_VISIBLE_DEVICES="",
                PYTHONPATH=os.pathsep.join(filter(None, [str(INTERP_SITE), os.environ.get("PYTHONPATH")])))
     proc = subprocess.run([sys.executable, str(REPO_ROOT / "tests" / "fla_interpreter_checks.py")], env=env,
                           capture_output=True, text=True, timeout=900, cwd=REPO_ROOT)
