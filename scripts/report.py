@@ -720,11 +720,11 @@ def published_pair(ctx: int) -> tuple[float, float] | None:
             PUBLISHED_VAL_BPB["hybrid"][ctx] - PUBLISHED_VAL_BPB["baseline"][ctx])
 
 
-def published_crossover_rows(step_rows: list[dict]) -> list[dict]:
-    """Our default-kernel comparisons at the published contexts beside the published ones: the ms/step ratio
-    (hybrid / baseline), the val_bpb delta (hybrid - baseline) and the winner."""
+def published_crossover_rows(step_rows: list[dict], variant: str = "default") -> list[dict]:
+    """Our comparisons of one variant (the default kernels unless named) at the published contexts beside the
+    published ones: the ms/step ratio (hybrid / baseline), the val_bpb delta (hybrid - baseline) and the winner."""
     rows = []
-    for e in default_by_context(step_rows):
+    for e in sorted((r for r in step_rows if r["variant"] == variant), key=lambda r: r["seq_len"]):
         published = published_pair(e["seq_len"])
         if published is None:
             continue
@@ -733,6 +733,15 @@ def published_crossover_rows(step_rows: list[dict]) -> list[dict]:
                      "pub_ms_ratio": pub_ms_ratio, "delta": e["delta"], "pub_delta": pub_delta, "winner": e["winner"],
                      "pub_winner": winner(pub_delta)})
     return rows
+
+
+def crossover_variants(step_rows: list[dict]) -> list[str]:
+    """The variants whose crossover is set beside the published one: the default kernels, then each other variant
+    (not the published kernel settings, which the kernels paragraph covers) compared at two or more published
+    contexts, so that it has a crossover of its own."""
+    others = sorted({r["variant"] for r in step_rows} - {"default"}, key=variant_rank)
+    return ["default"] + [v for v in others if not is_published_kernels(v)
+                          and len(published_crossover_rows(step_rows, v)) >= 2]
 
 
 def published_crossover_sentence(rows: list[dict]) -> str:
@@ -1279,9 +1288,12 @@ def build_section(runs: list[Run], skipped: list[str], groups: list[Group], curv
                   f"the comparison between our two models is.", ""]
     worth = kernel_worth_sentence(groups, step_rows)
     lines += [worth, ""] if worth else []
-    both = published_crossover_rows(step_rows)
-    if both:
-        lines += ["### Where the hybrid pulls ahead: ours and published", ""]
+    for variant in crossover_variants(step_rows):
+        both = published_crossover_rows(step_rows, variant)
+        if not both:
+            continue
+        lines += ["### Where the hybrid pulls ahead: ours and published" if variant == "default" else
+                  f"### Where the hybrid pulls ahead with {variant}: ours and published", ""]
         rows = [[r["seq_len"], r["device"], fmt(r["ms_ratio"], 3), f"{r['pub_ms_ratio']:.3f}", f"{r['delta']:+.4f}",
                  f"{r['pub_delta']:+.4f}", r["winner"], r["pub_winner"]] for r in both]
         lines += markdown_table(["context", "device", "ms/step hybrid / baseline (ours)",

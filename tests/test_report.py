@@ -538,6 +538,36 @@ def test_kernel_worth_nothing_without_published_kernel_runs():
     assert kernel_worth([]) == ""
 
 
+def test_crossover_beside_the_published_one_for_each_variant_with_two_contexts():
+    """The default kernels' crossover table, then one per other variant compared at two or more published contexts
+    (the speed flags here), in the order of their contexts; not a variant compared at one context only, nor the
+    published kernel settings (the kernels paragraph covers those)."""
+    import report as module
+
+    flags = {"fused_projections": True, "muon_batched": True}
+    runs = [run_32k("baseline", 1337, 430.0, 1390, 1.2955, ctx=8192), run_32k("hybrid", 1337, 490.0, 1220, 1.3040, ctx=8192),
+            run_32k("baseline", 1337, 670.0, 890, 1.3539, ctx=16384), run_32k("hybrid", 1337, 580.0, 1030, 1.3277, ctx=16384),
+            # the speed flags at 16k and 8k (listed in that order)
+            run_32k("baseline", 1337, 650.0, 920, 1.3481, ctx=16384, extra=flags),
+            run_32k("hybrid", 1337, 520.0, 1150, 1.3113, ctx=16384, extra=flags),
+            run_32k("baseline", 1337, 415.0, 1440, 1.2907, ctx=8192, extra=flags),
+            run_32k("hybrid", 1337, 450.0, 1330, 1.2959, ctx=8192, extra=flags),
+            # another setting at one context only, and the published kernels at 32k
+            run_32k("baseline", 1337, 1500.0, 400, 1.52, extra={"muon_compile": True}),
+            run_32k("hybrid", 1337, 850.0, 700, 1.36, extra={"muon_compile": True}),
+            run_32k("baseline", 1337, 2208.4, 272, 1.6864, published=True), hybrid_published_32k()]
+    groups = module.build_groups(runs)
+    step_rows = module.equal_step_rows(groups, module.comparisons(groups))
+    assert module.crossover_variants(step_rows) == ["default", "FUSED_PROJECTIONS=1 MUON_BATCHED=1"]
+    rows = module.published_crossover_rows(step_rows, "FUSED_PROJECTIONS=1 MUON_BATCHED=1")
+    assert [r["seq_len"] for r in rows] == [8192, 16384]
+    assert [r["winner"] for r in rows] == ["baseline", "hybrid"]
+    assert rows[0]["ms_ratio"] == pytest.approx(450.0 / 415.0) and rows[0]["delta"] == pytest.approx(1.2959 - 1.2907)
+    assert rows[1]["delta"] == pytest.approx(1.3113 - 1.3481) and rows[1]["pub_delta"] == pytest.approx(1.3999 - 1.4353)
+    assert [r["delta"] for r in module.published_crossover_rows(step_rows)] == pytest.approx(
+        [1.3040 - 1.2955, 1.3277 - 1.3539])
+
+
 def run_with_vals(model, seed, vals, published=False):
     """run_32k with validations at these (step, val_bpb) points after step 0, the last one final."""
     run = run_32k(model, seed, 1500.0 if published else 1000.0, vals[-1][0], vals[-1][1], published=published)
