@@ -850,6 +850,14 @@ def gdn_op_inputs(*tensors: Tensor) -> list[Tensor]:
     return [t.contiguous() for t in tensors]
 
 
+def fla_device(t: Tensor):
+    """fla's kernels launch on the current CUDA device, so calls run under t's device; a CPU tensor (Triton's
+    interpreter, in the tests) has none to set."""
+    import contextlib  # here, not at the top: the trainers' shared imports stay identical
+
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
 @torch.library.custom_op("pgolf::gdn_chunk_fwd", mutates_args=(), device_types="cuda")
 def gdn_chunk_fwd(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor,
                   scale: float) -> tuple[Tensor, Tensor, Tensor]:
@@ -858,7 +866,7 @@ def gdn_chunk_fwd(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor,
     from fla.ops.gated_delta_rule.chunk import chunk_gated_delta_rule_fwd
 
     q, k, v, g, beta = gdn_op_inputs(q, k, v, g, beta)
-    with torch.cuda.device(q.device):
+    with fla_device(q):
         g_cumsum, o, A, _, _, _ = chunk_gated_delta_rule_fwd(q=q, k=k, v=v, g=g, beta=beta, scale=scale,
                                                               initial_state=None, output_final_state=False)
     return o.to(q.dtype), g_cumsum, A
@@ -897,7 +905,7 @@ def gdn_chunk_bwd(q: Tensor, k: Tensor, v: Tensor, g_cumsum: Tensor, beta: Tenso
     from fla.ops.gated_delta_rule.chunk import chunk_gated_delta_rule_bwd
 
     q, k, v, g_cumsum, beta, A, do = gdn_op_inputs(q, k, v, g_cumsum, beta, A, do)
-    with torch.cuda.device(q.device):
+    with fla_device(q):
         dq, dk, dv, dbeta, dg, _, _, _ = chunk_gated_delta_rule_bwd(q=q, k=k, v=v, g=g_cumsum, beta=beta, A=A,
                                                                     scale=scale, initial_state=None, do=do,
                                                                     dht=None)
@@ -955,14 +963,6 @@ def gated_delta_rule_op(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor
 # inputs as ChunkGatedDeltaRuleFunction in fla-core 0.6.0 (fla/ops/gated_delta_rule/chunk.py with
 # initial_state=None, output_final_state=False, no cu_seqlens, chunk size 64, no in-kernel norm, gate or
 # beta), so the same numbers, for ~0.8 GB more activations per layer and micro-step at 32k (8 sequences).
-
-
-def fla_device(t: Tensor):
-    """fla's kernels launch on the current CUDA device, so calls run under t's device; a CPU tensor (Triton's
-    interpreter, in the tests) has none to set."""
-    import contextlib  # here, not at the top: the trainers' shared imports stay identical
-
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
 class GatedDeltaRuleKeepStates(torch.autograd.Function):

@@ -445,9 +445,9 @@ def winner(delta: float) -> str:
     return "hybrid" if delta < 0 else "baseline" if delta > 0 else "tie"
 
 
-def default_by_context(rows: list[dict]) -> list[dict]:
-    """The default-kernel rows of comparisons / equal_step_rows, by context."""
-    return sorted((r for r in rows if r["variant"] == "default"), key=lambda r: r["seq_len"])
+def variant_by_context(rows: list[dict], variant: str = "default") -> list[dict]:
+    """The rows of comparisons / equal_step_rows of one variant (the default kernels unless named), by context."""
+    return sorted((r for r in rows if r["variant"] == variant), key=lambda r: r["seq_len"])
 
 
 def comparisons(groups: list[Group]) -> list[dict]:
@@ -526,7 +526,7 @@ def seed_noise_sentence(comps: list[dict]) -> str:
     the spreads added up (then no draw of those seeds could flip the winner), and, where both models ran 2 or
     more of the same seeds, whether each seed's own delta has the mean delta's sign. The contexts with one seed
     of each model are named, since no spread is measured there."""
-    rows = default_by_context(comps)
+    rows = variant_by_context(comps)
     out, single = [], []
     for c in rows:
         by_seed = {m: c[f"{m}_by_seed"] for m in MODELS}
@@ -601,7 +601,7 @@ def steps_sentences(rows: list[dict]) -> list[str]:
     """One generated sentence per default-kernel context of equal_step_rows: speed, steps, and the gap at
     the common step against the gap at the end."""
     out = []
-    for e in default_by_context(rows):
+    for e in variant_by_context(rows):
         if None in (e["ms_ratio"], e["steps_baseline"], e["steps_hybrid"], e["baseline_at_step"], e["hybrid_at_step"]):
             continue
         gap = e["hybrid_at_step"] - e["baseline_at_step"]
@@ -615,7 +615,7 @@ def steps_sentences(rows: list[dict]) -> list[str]:
 def steps_or_learning_sentence(rows: list[dict]) -> str:
     """Whether the winner at each default-kernel context is simply the model that took more steps, and where the
     hybrid is ahead at the common step (what each model learned per step)."""
-    rows = [e for e in default_by_context(rows)
+    rows = [e for e in variant_by_context(rows)
             if None not in (e["steps_baseline"], e["steps_hybrid"], e["baseline_at_step"], e["hybrid_at_step"])]
     if not rows:
         return ""
@@ -698,7 +698,7 @@ def crossover_place(hybrid_ahead: dict[int, bool]) -> str:
 
 def crossover_sentence(comps: list[dict]) -> str:
     """Where the hybrid starts to win, over the default-kernel contexts that have both models."""
-    default = default_by_context(comps)
+    default = variant_by_context(comps)
     if not default:
         return "Crossover: no context has finished default-kernel runs of both models yet."
     wins = [c["seq_len"] for c in default if c["winner"] == "hybrid"]
@@ -724,7 +724,7 @@ def published_crossover_rows(step_rows: list[dict], variant: str = "default") ->
     """Our comparisons of one variant (the default kernels unless named) at the published contexts beside the
     published ones: the ms/step ratio (hybrid / baseline), the val_bpb delta (hybrid - baseline) and the winner."""
     rows = []
-    for e in sorted((r for r in step_rows if r["variant"] == variant), key=lambda r: r["seq_len"]):
+    for e in variant_by_context(step_rows, variant):
         published = published_pair(e["seq_len"])
         if published is None:
             continue

@@ -30,19 +30,31 @@ def outputs_and_grads(fn, inputs, d_out, scale):
     return out.detach(), [leaf.grad.detach() for leaf in leaves]
 
 
-def assert_cuda_paths_agree(fn, ref_fn, shape, dtype, tol, seed=0, ref_fp32=False):
-    """fn against ref_fn on CUDA inputs of shape (B, T, H, K, V): rel_err <= tol for the output and the
-    gradients of q, k, v, g and beta (a named failure). ref_fp32: the reference gets the inputs in fp32."""
+GRAD_NAMES = ("q", "k", "v", "g", "beta")
+
+
+def path_errors(fn, ref_fn, shape, device="cpu", dtype=torch.float32, seed=0, ref_fp32=False):
+    """fn against ref_fn on the same inputs of shape (B, T, H, K, V) and the same output gradient: rel_err of
+    the output ("out") and of each input's gradient (GRAD_NAMES), then (out, grads), (ref_out, ref_grads) and
+    the inputs. ref_fp32: the reference gets the inputs in fp32."""
     bsz, seq_len, heads, key_dim, value_dim = shape
-    inputs = make_inputs(*shape, device="cuda", dtype=dtype, seed=seed)
-    d_out = torch.randn(bsz, seq_len, heads, value_dim, device="cuda")
+    inputs = make_inputs(*shape, device=device, dtype=dtype, seed=seed)
+    d_out = torch.randn(bsz, seq_len, heads, value_dim, generator=torch.Generator().manual_seed(seed + 1)).to(device)
     scale = key_dim**-0.5
     ref_out, ref_grads = outputs_and_grads(ref_fn, [t.float() for t in inputs] if ref_fp32 else inputs, d_out, scale)
     out, grads = outputs_and_grads(fn, inputs, d_out, scale)
-    assert rel_err(out, ref_out) <= tol
-    for name, grad, ref in zip("q k v g beta".split(), grads, ref_grads):
-        assert rel_err(grad, ref) <= tol, name
-    return (out, grads), (ref_out, ref_grads), inputs
+    errors = {"out": rel_err(out, ref_out)} | {name: rel_err(g, r) for name, g, r in zip(GRAD_NAMES, grads, ref_grads)}
+    return errors, (out, grads), (ref_out, ref_grads), inputs
+
+
+def assert_cuda_paths_agree(fn, ref_fn, shape, dtype, tol, seed=0, ref_fp32=False):
+    """fn against ref_fn on CUDA inputs of shape (B, T, H, K, V): rel_err <= tol for the output and the
+    gradients of q, k, v, g and beta (a named failure). ref_fp32: the reference gets the inputs in fp32."""
+    errors, *results = path_errors(fn, ref_fn, shape, "cuda", dtype, seed, ref_fp32)
+    assert errors["out"] <= tol
+    for name in GRAD_NAMES:
+        assert errors[name] <= tol, name
+    return tuple(results)
 
 
 @pytest.mark.parametrize("seq_len,chunk_size", [(1, 64), (77, 64), (150, 64), (200, 32)])
@@ -103,21 +115,32 @@ def run_mixer(mixer, x, autocast: bool = True):
     return y.detach(), xin.grad, {n: p.grad for n, p in mixer.named_parameters()}
 
 
-def assert_mixers_agree(weights_from: dict, other: dict, out_tol: float, grad_tol: float):
-    """Two published-shape GDN mixers built with these keyword settings, `other` given the first's weights
-    (its output projection moved off the zero init, which would hide the rest); the same x, bf16
-    autocast as in training: rel_err(other, weights_from) of the output, dx and every gradient."""
+def mixer_errors(weights_from: dict, other: dict, dims=(448, 8, 42, 84, 4), seq_len=333, device="cuda",
+                 autocast=True):
+    """Two GDN mixers (dims: width, heads, key dim, value dim, conv; the published shape unless given) built
+    with these keyword settings, `other` given the first's weights (its output projection moved off the zero
+    init, which would hide the rest); the same x of seq_len tokens: rel_err(other, weights_from) of the output
+    ("out"), dx and every parameter's gradient, then both mixers."""
     torch.manual_seed(0)
-    first = gdn.GatedDeltaNet(448, 8, 42, 84, 4, **weights_from).cuda()
+    first = gdn.GatedDeltaNet(*dims, **weights_from).to(device)
     torch.nn.init.normal_(first.o_proj.weight, std=0.02)
-    second = gdn.GatedDeltaNet(448, 8, 42, 84, 4, **other).cuda()
+    second = gdn.GatedDeltaNet(*dims, **other).to(device)
     second.load_state_dict(first.state_dict())
-    x = torch.randn(2, 333, 448, device="cuda")
-    (y_ref, dx_ref, grads_ref), (y, dx, grads) = (run_mixer(m, x) for m in (first, second))
-    assert rel_err(y, y_ref) < out_tol
-    assert rel_err(dx, dx_ref) < grad_tol
-    for name in grads_ref:
-        assert rel_err(grads[name], grads_ref[name]) < grad_tol, name
+    x = torch.randn(2, seq_len, dims[0], device=device)
+    (y_ref, dx_ref, grads_ref), (y, dx, grads) = (run_mixer(m, x, autocast) for m in (first, second))
+    errors = {"out": rel_err(y, y_ref), "dx": rel_err(dx, dx_ref)}
+    errors.update({name: rel_err(grads[name], grads_ref[name]) for name in grads_ref})
+    return errors, first, second
+
+
+def assert_mixers_agree(weights_from: dict, other: dict, out_tol: float, grad_tol: float):
+    """Published-shape mixers on CUDA under bf16 autocast as in training (mixer_errors): output within
+    out_tol, dx and every gradient within grad_tol."""
+    errors, first, second = mixer_errors(weights_from, other)
+    assert errors.pop("out") < out_tol
+    assert errors.pop("dx") < grad_tol
+    for name, err in errors.items():
+        assert err < grad_tol, name
     return first, second
 
 
