@@ -150,9 +150,10 @@ class Hyperparameters:
         # GDN_SHIFT_CONV: the GDN's short causal convolutions as sums of shifted products, elementwise, so
         # torch.compile fuses each GDN conv with its SiLU (instead of fla's causal_conv1d kernel or F.conv1d).
         self.gdn_shift_conv = env_flag(env, "GDN_SHIFT_CONV", False)
-        # GDN on fla only: the backward reuses the forward's chunk states instead of recomputing them
-        # (GDN: the same kernels and numbers, more activation memory; off until measured on a GPU).
-        self.gdn_keep_states = env_flag(env, "GDN_KEEP_STATES", False)
+        # GDN on fla only: the GDN backward reuses the forward's chunk states (same numbers, ~4.5% faster,
+        # ~5 GiB more at 32k; docs/speed_notes.md section 13); off under GDN_FLA_FUSED=1 or GDN_CUSTOM_OP=1.
+        # GDN default since 2026-11-23 session 12: the GDN runs in logs_experiment/ ran with 0.
+        self.gdn_keep_states = env_flag(env, "GDN_KEEP_STATES", True)
         # Kernels.
         self.compile = env_flag(env, "COMPILE", True)  # only takes effect on CUDA
         self.sdpa_backend = env_value(env, "SDPA_BACKEND", "auto", str).lower()
@@ -728,9 +729,34 @@ def mixer_config_checks(h: Hyperparameters) -> list[tuple[bool, str]]:
          "GDN_CUSTOM_OP=1 wraps the unfused kernel only: not with GDN_FLA_FUSED=1"),
         (not (h.gdn_custom_op and torch.cuda.is_available() and gdn_backend_for(h) != "fla"),
          "GDN_CUSTOM_OP=1 on CUDA runs fla's kernel: it needs GDN_BACKEND=fla/auto and fla-core installed"),
-        (not (h.gdn_keep_states and (h.gdn_custom_op or h.gdn_fla_fused)),
-         "GDN_KEEP_STATES=1 replaces the plain fla call only: not with GDN_CUSTOM_OP=1 or GDN_FLA_FUSED=1"),
+        (not gdn_keep_states_active(h) or fla_core_version() == FLA_KEEP_STATES_VERSION,
+         keep_states_version_message(fla_core_version())),
     ]
+
+
+# GDN_KEEP_STATES calls fla's kernels one by one, the way this fla-core version's own wrapper calls them (its
+# internals, not its API): another version may order or name them differently, so it is refused by name.
+FLA_KEEP_STATES_VERSION = "0.6.0"
+
+
+def fla_core_version() -> str | None:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("fla-core")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def keep_states_version_message(found: str | None) -> str:
+    return (f"GDN_KEEP_STATES=1 (the default) runs fla-core {FLA_KEEP_STATES_VERSION}'s internal kernels, found "
+            f"fla-core {found or 'not installed'}: pip install -r requirements-gpu.txt, or set GDN_KEEP_STATES=0")
+
+
+def gdn_keep_states_active(h: Hyperparameters) -> bool:
+    """Whether the GDN layers take the GDN_KEEP_STATES path: asked for (the default), fla's kernels run, and
+    no other replacement of the plain fla call is asked for (GDN_FLA_FUSED, GDN_CUSTOM_OP take precedence)."""
+    return h.gdn_keep_states and not (h.gdn_fla_fused or h.gdn_custom_op) and gdn_backend_for(h) == "fla"
 
 
 def fla_available() -> bool:
@@ -1148,7 +1174,7 @@ def make_mixer(h: Hyperparameters, layer_idx: int) -> nn.Module:
         return GatedDeltaNet(h.model_dim, heads, key_dim, value_dim, h.gdn_conv_size, gdn_backend_for(h),
                              fla_fused=h.gdn_fla_fused, fused_projections=h.fused_projections,
                              custom_op=h.gdn_custom_op, shift_conv=h.gdn_shift_conv,
-                             keep_states=h.gdn_keep_states)
+                             keep_states=gdn_keep_states_active(h))
     return CausalSelfAttention(h.model_dim, h.num_heads, h.num_kv_heads, h.rope_base, h.qk_gain_init,
                                fused_projections=h.fused_projections)
 
@@ -1160,7 +1186,7 @@ def mixer_log_lines(h: Hyperparameters) -> list[str]:
             f"gdn_backend:{gdn_backend_for(h)} gdn_heads:{heads} gdn_key_dim:{key_dim} "
             f"gdn_value_dim:{value_dim} gdn_conv_size:{h.gdn_conv_size} "
             f"gdn_fla_fused:{h.gdn_fla_fused and gdn_backend_for(h) == 'fla'} gdn_custom_op:{h.gdn_custom_op} "
-            f"gdn_shift_conv:{h.gdn_shift_conv} gdn_keep_states:{h.gdn_keep_states and gdn_backend_for(h) == 'fla'}"]
+            f"gdn_shift_conv:{h.gdn_shift_conv} gdn_keep_states:{gdn_keep_states_active(h)}"]
 
 
 def mixer_compile_fullgraph(h: Hyperparameters) -> bool:

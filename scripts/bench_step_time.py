@@ -113,7 +113,10 @@ TOKEN_SEED = 20240520
 # Exact speed flags that became the trainers' defaults on 2026-11-23: a result records what each resolved to,
 # and the compute table keys its setups by them, so files from before (flags off, unrecorded) never pool
 # with files made after under the same "trainer defaults".
-FLAGS_ON_BY_DEFAULT = ("FUSED_PROJECTIONS", "MUON_BATCHED")
+FLAGS_ON_BY_DEFAULT = ("FUSED_PROJECTIONS", "MUON_BATCHED", "GDN_KEEP_STATES")
+# Of those, the hybrid's own (on by default since 2026-11-23 session 12): the baseline has no such setting, so its
+# results record none, and a setup with one on shares the baseline measurements of the setup without it.
+HYBRID_ONLY_FLAGS = ("GDN_KEEP_STATES",)
 
 # Dense bf16 tensor-core peak of one H100 SXM (989.4 TFLOP/s without sparsity; the H200 has the same).
 PEAK_FLOPS = 989e12
@@ -286,6 +289,14 @@ def apply_sdpa_settings(prepared: Prepared, device: torch.device) -> None:
         prepared.record["sdpa_backend"], h.model_dim // h.num_heads, h.num_heads, h.num_kv_heads, device)
 
 
+def resolved_speed_flags(trainer, h) -> dict[str, bool]:
+    """FLAGS_ON_BY_DEFAULT as this trainer runs them: GDN_KEEP_STATES only where the hybrid takes its path."""
+    flags = {name: bool(getattr(h, name.lower())) for name in FLAGS_ON_BY_DEFAULT if hasattr(h, name.lower())}
+    if "GDN_KEEP_STATES" in flags:
+        flags["GDN_KEEP_STATES"] = bool(trainer.gdn_keep_states_active(h))
+    return flags
+
+
 def prepare_config(model_name: str, env: dict[str, str], device: torch.device, warmup: int, record: dict,
                    log) -> Prepared:
     """Build and warm up one configuration, filling `record` as it goes (so a failure keeps what was known)."""
@@ -296,7 +307,7 @@ def prepare_config(model_name: str, env: dict[str, str], device: torch.device, w
     record.update(batch_tokens=h.train_batch_tokens, grad_accum_steps=h.grad_accum_steps,
                   seqs_per_micro_step=micro_tokens // h.train_seq_len, model_dim=h.model_dim,
                   num_layers=h.num_layers, mixer_lines=list(trainer.mixer_log_lines(h)),
-                  speed_flags={name: bool(getattr(h, name.lower())) for name in FLAGS_ON_BY_DEFAULT})
+                  speed_flags=resolved_speed_flags(trainer, h))
     use_cuda = device.type == "cuda"
     torch.manual_seed(h.seed)
     if use_cuda:
@@ -868,25 +879,45 @@ def setup_key(doc: dict) -> tuple:
     flags = [speed_flags_on(r, overrides) for r in ok] or [speed_flags_on({}, overrides)]
     for name in FLAGS_ON_BY_DEFAULT:  # named when on, whether by default or by override; off is the old default
         overrides.pop(name, None)
-        if all(f[name] for f in flags):
+        applies = [f[name] for f in flags if name in f]  # a hybrid-only flag: the hybrid's results decide
+        if applies and all(applies):
             overrides[name] = "1"
     return (str(env.get("device_name", "?")), str(env.get("torch", "?")), bool(settings.get("tiny", False)),
             tuple(sorted(overrides.items())))
 
 
 def speed_flags_on(record: dict, overrides: dict[str, str]) -> dict[str, bool]:
-    """Each of FLAGS_ON_BY_DEFAULT as it ran: as the result records it (files from 2026-11-23 on), else as
-    asked in the overrides, read by the trainers' own env_flag; not asked means off, the old default."""
+    """Each of FLAGS_ON_BY_DEFAULT that the record's model has, as it ran: as the result records it (files from
+    2026-11-23 on), else as asked in the overrides, read by the trainers' own env_flag; not asked means off, the
+    old default (GDN_KEEP_STATES: unrecorded before session 12, when it was off by default)."""
     env_flag = importlib.import_module(MODELS["baseline"]).env_flag
     recorded = record.get("speed_flags") or {}
+    names = [n for n in FLAGS_ON_BY_DEFAULT if record.get("model") != "baseline" or n not in HYBRID_ONLY_FLAGS]
     return {name: bool(recorded[name]) if name in recorded else env_flag({name: overrides.get(name, "0")}, name, False)
-            for name in FLAGS_ON_BY_DEFAULT}
+            for name in names}
+
+
+def share_baseline(groups: dict[tuple, list[dict]]) -> None:
+    """A setup with hybrid-only flags on (HYBRID_ONLY_FLAGS) and no baseline result of its own takes the baseline
+    results of the setup without those flags: the baseline runs the same code either way. The borrowed documents
+    keep their path and are marked `_shared`, which the goals table leaves out (it lists them once)."""
+    for key, group in groups.items():
+        device_name, torch_version, tiny, overrides = key
+        if not any(name in HYBRID_ONLY_FLAGS for name, _ in overrides):
+            continue
+        if any(r.get("model") == "baseline" for d in group for r in d.get("results", [])):
+            continue
+        without = (device_name, torch_version, tiny, tuple(kv for kv in overrides if kv[0] not in HYBRID_ONLY_FLAGS))
+        for doc in groups.get(without, []):
+            baseline = [r for r in doc.get("results", []) if r.get("model") == "baseline"]
+            if baseline:
+                group.append(dict(doc, results=baseline, _shared=True))
 
 
 def settings_text(record: dict, overrides: dict[str, str]) -> str:
     """One arm's settings as they ran: the speed flags resolved (on ones named), then any other override."""
     flags = speed_flags_on(record, overrides)
-    words = [f"{name}=1" for name in FLAGS_ON_BY_DEFAULT if flags[name]] or ["speed flags off"]
+    words = [f"{name}=1" for name in FLAGS_ON_BY_DEFAULT if flags.get(name)] or ["speed flags off"]
     words += [f"{k}={v}" for k, v in sorted(overrides.items()) if k not in FLAGS_ON_BY_DEFAULT]
     return " ".join(words)
 
@@ -913,7 +944,7 @@ def goal_rows(groups: dict[tuple, list[dict]]) -> list[list[str]]:
         device_name, _, tiny, overrides = key
         if tiny or any(name not in FLAGS_ON_BY_DEFAULT for name, _ in overrides):
             continue
-        by = results_by_cell(groups[key])
+        by = results_by_cell([d for d in groups[key] if not d.get("_shared")])
         setting_text = " ".join(f"{k}={v}" for k, v in overrides) or "speed flags off"
         for model in MODELS:
             for context, goal in sorted(SPEED_GOALS[model].items()):
@@ -1018,6 +1049,7 @@ def compute_markdown(docs: list[dict], out_display: str) -> str:
     groups: dict[tuple, list[dict]] = {}
     for doc in docs:
         groups.setdefault(setup_key(doc), []).append(doc)
+    share_baseline(groups)
     for key in sorted(groups):
         group = groups[key]
         device_name, torch_version, tiny, overrides = key
@@ -1031,7 +1063,8 @@ def compute_markdown(docs: list[dict], out_display: str) -> str:
         lines += [
             f"## {device_name}, torch {torch_version}, settings: {setting_text}" + (" (tiny model)" if tiny else ""),
             "",
-            "Sources: " + ", ".join(f"`{d['_path']}`" for d in group) + ".",
+            "Sources: " + ", ".join(f"`{d['_path']}`" + (" (its baseline)" if d.get("_shared") else "")
+                                    for d in group) + ".",
             "Kernels: " + ("; ".join(details) if details else "none measured") + ".",
             "",
         ]

@@ -144,6 +144,14 @@ def regenerate(tmp_path, files: list[Path], name: str) -> str:
     return out.read_bytes().decode("utf-8")
 
 
+def regenerate_docs(tmp_path, docs: dict[str, dict]) -> str:
+    """compute_experiment.md from these result documents, each written as NAME.json in this order."""
+    paths = [tmp_path / f"{name}.json" for name in docs]
+    for path, doc in zip(paths, docs.values()):
+        path.write_text(json.dumps(doc))
+    return regenerate(tmp_path, paths, "compute_experiment.md")
+
+
 def test_regenerate_compute_md_crossover_and_determinism(tmp_path):
     # Hybrid slower at 4096 and 8192, faster from 16384 on: the published crossover.
     agree = fake_results("NVIDIA H100 80GB HBM3", {
@@ -265,16 +273,40 @@ def test_flags_on_by_default_pool_with_the_same_flags_asked_for_not_with_older_f
         r["speed_flags"] = {"FUSED_PROJECTIONS": True, "MUON_BATCHED": True}
     for r in turned_off["results"]:
         r["speed_flags"] = {"FUSED_PROJECTIONS": False, "MUON_BATCHED": False}
-    paths = []
-    for name, doc in (("before", before), ("asked", asked), ("after", after), ("off", turned_off)):
-        paths.append(tmp_path / f"{name}.json")
-        paths[-1].write_text(json.dumps(doc))
-    text = regenerate(tmp_path, paths, "compute_experiment.md")
+    text = regenerate_docs(tmp_path, {"before": before, "asked": asked, "after": after, "off": turned_off})
     assert text.count("\n## NVIDIA H100") == 2
     off_part = text.split("settings: auto micro-steps, speed flags off")[1].split("## ")[0]
     on_part = text.split("settings: FUSED_PROJECTIONS=1 MUON_BATCHED=1")[1].split("## ")[0]
     assert "| 32768 | 524,288 | - | 2202 | 889.0 (886.0-892.0, 2 runs) | 1361 |" in off_part
     assert "| 32768 | 524,288 | - | 2202 | 829.0 (826.0-832.0, 2 runs) | 1361 |" in on_part
+
+
+def test_hybrid_only_flag_names_its_setup_which_shares_the_baseline_of_the_setup_without_it(tmp_path):
+    """GDN_KEEP_STATES (a default since session 12) is the hybrid's alone: a file whose hybrid ran with it is its
+    own setup, whose crossover sets it against the baseline of the setup without it (the baseline runs the same
+    code either way), shown in its table but not counted again in the goals table. A file from before, with
+    nothing recorded for it, is the setup without it; so is an arm that turned it off, whatever the baseline."""
+    on = {"FUSED_PROJECTIONS": True, "MUON_BATCHED": True}
+    both = fake_results("NVIDIA H100 80GB HBM3", {"baseline": {32768: [1520, 1524]}, "hybrid": {32768: [826, 830]}})
+    for r in both["results"]:
+        r["speed_flags"] = dict(on)  # recorded before GDN_KEEP_STATES was
+    keep = fake_results("NVIDIA H100 80GB HBM3", {"hybrid": {32768: [810, 812]}})
+    for r in keep["results"]:
+        r["speed_flags"] = dict(on, GDN_KEEP_STATES=True)
+    new_both = fake_results("NVIDIA H100 80GB HBM3", {"baseline": {32768: [1522, 1526]}, "hybrid": {32768: [850, 852]}},
+                            overrides={"GDN_KEEP_STATES": "0"})
+    for r in new_both["results"]:
+        r["speed_flags"] = dict(on) if r["model"] == "baseline" else dict(on, GDN_KEEP_STATES=False)
+    text = regenerate_docs(tmp_path, {"both": both, "keep": keep, "new_both": new_both})
+    assert text.count("\n## NVIDIA H100") == 2
+    keep_part = text.split("settings: FUSED_PROJECTIONS=1 GDN_KEEP_STATES=1 MUON_BATCHED=1\n")[1].split("## ")[0]
+    plain_part = text.split("settings: FUSED_PROJECTIONS=1 MUON_BATCHED=1\n")[1].split("## ")[0]
+    assert "`keep.json`, `both.json` (its baseline), `new_both.json` (its baseline)." in keep_part.replace(
+        str(tmp_path) + "/", "")
+    assert "| 32768 | 524,288 | 1523.0 (1520.0-1526.0, 2 runs) | 2202 | 811.0 (810.0-812.0) | 1361 | 0.53 |" in keep_part
+    assert "| 32768 | 524,288 | 1523.0 (1520.0-1526.0, 2 runs) | 2202 | 840.0 (826.0-852.0, 2 runs) | 1361 | 0.55 |" in plain_part
+    goals = text.split("## Against the speed goals")[1].split("## ")[0]
+    assert goals.count("| baseline | 32768 |") == 1 and goals.count("| hybrid | 32768 |") == 2
 
 
 def test_compute_md_keeps_the_arms_of_one_file_apart(tmp_path):
@@ -324,11 +356,8 @@ def test_paired_ratios_of_arms_one_row_per_file_named_by_the_flags_as_they_ran(t
                     (0.983, 0.977, 0.985), {"ref": off, "arm": on})
     new["settings"]["arms"] = {"grid": {"FUSED_PROJECTIONS": "0", "MUON_BATCHED": "0"}, "default": {}}
     plain = fake_results("NVIDIA H100 80GB HBM3", {"hybrid": {8192: [430.0, 431.0]}})
-    paths = []
-    for name, doc in (("new", new), ("old", old), ("plain", plain)):
-        paths.append(tmp_path / f"{name}.json")
-        paths[-1].write_text(json.dumps(doc))
-    text = regenerate(tmp_path, paths, "compute_experiment.md")
+    text = regenerate_docs(tmp_path, {"new": new, "old": old, "plain": plain})
+    paths = [tmp_path / f"{name}.json" for name in ("new", "old", "plain")]
     paired = text.split("## Arms of one process: paired ratios")[1]
     rows = [line for line in paired.splitlines() if line.startswith("| NVIDIA")]
     prefix = "| NVIDIA H100 80GB HBM3 | baseline | 32768 | speed flags off | FUSED_PROJECTIONS=1 MUON_BATCHED=1 | "

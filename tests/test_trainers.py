@@ -91,16 +91,50 @@ def test_head_dim_64_variants():
 
 
 def test_keep_states_takes_effect_on_fla_only():
-    """GDN_KEEP_STATES=1 is an fla fast path: on the PyTorch backend (CPU, or GDN_BACKEND=torch) the mixers
-    keep the PyTorch path and the mixer line says the flag is off there, while the config line records
-    what was asked."""
-    h = hybrid.Hyperparameters({"GDN_KEEP_STATES": "1", "GDN_BACKEND": "torch"})
+    """GDN_KEEP_STATES (on by default) is an fla fast path: on the PyTorch backend (CPU, or GDN_BACKEND=torch)
+    the mixers keep the PyTorch path and the mixer line says the flag is off there, while the config line
+    records what was asked."""
+    h = hybrid.Hyperparameters({"GDN_BACKEND": "torch"})
     h.resolve(world_size=1)
     assert h.gdn_keep_states
     model = hybrid.GPT(h)
     assert not any(getattr(block.attn, "keep_states", False) for block in model.blocks)
     assert hybrid.mixer_log_lines(h)[1].endswith("gdn_keep_states:False")
     assert hybrid.GatedDeltaNet(448, 8, 42, 84, 4, "fla", keep_states=True).keep_states  # built, not run: no fla here
+
+
+def pretend_fla(monkeypatch, version: str) -> None:
+    """What fla_available and fla_core_version would say on a GPU box with this fla-core: the CPU has no CUDA, so
+    the GDN_KEEP_STATES resolution, which only happens on fla's backend, is reached through these two probes."""
+    monkeypatch.setattr(hybrid, "fla_available", lambda: True)
+    monkeypatch.setattr(hybrid, "fla_core_version", lambda: version)
+
+
+def test_keep_states_yields_to_other_fla_paths(monkeypatch):
+    """On fla GDN_KEEP_STATES is on by default; GDN_FLA_FUSED=1 and GDN_CUSTOM_OP=1 replace the same call and
+    take precedence (no error for the default), and the mixer line logs what runs."""
+    pretend_fla(monkeypatch, hybrid.FLA_KEEP_STATES_VERSION)
+    cases = {(): True, (("GDN_KEEP_STATES", "0"),): False, (("GDN_FLA_FUSED", "1"),): False,
+             (("GDN_CUSTOM_OP", "1"),): False}
+    for env, active in cases.items():
+        h = hybrid.Hyperparameters(dict(env))
+        h.resolve(world_size=1)
+        assert hybrid.gdn_keep_states_active(h) is active, env
+        assert hybrid.mixer_log_lines(h)[1].endswith(f"gdn_keep_states:{active}"), env
+        gdn = hybrid.make_mixer(h, h.gdn_layers[0])
+        assert gdn.keep_states is active and gdn.fla_fused is (env == (("GDN_FLA_FUSED", "1"),)), env
+
+
+def test_keep_states_refuses_another_fla_version(monkeypatch):
+    """GDN_KEEP_STATES calls fla-core 0.6.0's internal kernels: another version (or none) is refused by name with
+    the fix, unless the flag is off; the PyTorch backend never needs fla."""
+    for found in ("0.5.0", None):
+        pretend_fla(monkeypatch, found)
+        with pytest.raises(hybrid.ConfigError, match=re.escape(f"found fla-core {found or 'not installed'}: pip "
+                                                               "install -r requirements-gpu.txt, or set GDN_KEEP_STATES=0")):
+            hybrid.Hyperparameters({}).resolve(world_size=1)
+        hybrid.Hyperparameters({"GDN_KEEP_STATES": "0"}).resolve(world_size=1)
+        hybrid.Hyperparameters({"GDN_BACKEND": "torch"}).resolve(world_size=1)
 
 
 # ---------------------------------------------------------------- int8 + zlib
@@ -239,8 +273,6 @@ def test_auto_micro_steps_choose_the_fewest_that_fit():
     ({"GDN_BACKEND": "cuda"}, "GDN_BACKEND='cuda' must be one of"),
     ({"WARMDOWN_FRAC": "1.5"}, "WARMDOWN_FRAC=1.5 must be in [0, 1]"),
     ({"GDN_CUSTOM_OP": "1", "GDN_FLA_FUSED": "1"}, "GDN_CUSTOM_OP=1 wraps the unfused kernel only"),
-    ({"GDN_KEEP_STATES": "1", "GDN_CUSTOM_OP": "1"}, "GDN_KEEP_STATES=1 replaces the plain fla call only"),
-    ({"GDN_KEEP_STATES": "1", "GDN_FLA_FUSED": "1"}, "GDN_KEEP_STATES=1 replaces the plain fla call only"),
     ({"GPU_MONITOR_SECONDS": "-1"}, "GPU_MONITOR_SECONDS=-1.0 must be >= 0 (0 = off)"),
 ])
 def test_bad_settings_are_named(env, message):

@@ -7,18 +7,19 @@
 #   muon_tests      pytest tests/test_muon.py -k cuda (MUON_COMPILE's Newton-Schulz on the GPU against fp64; ~1 min)
 #   micro_steps     compare_losses.py: hybrid at 8k, 20 steps, 8 micro-steps vs the probe's choice
 #   variants        compare_losses.py: hybrid at 8k, 20 steps, the grid's settings (FUSED_PROJECTIONS=0
-#                   MUON_BATCHED=0) vs the defaults (both on since 2026-11-23), and the defaults with MUON_COMPILE=1
-#                   or GDN_SHIFT_CONV=1 (alone and with GDN_CUSTOM_OP=1: fullgraph without a conv kernel); 5 arms,
-#                   ~9 min (each flag alone against the grid's settings: 2026-11-23, logs_experiment/h100_checks)
+#                   MUON_BATCHED=0 GDN_KEEP_STATES=0) vs the defaults (the three on since 2026-11-23), and the
+#                   defaults with MUON_COMPILE=1 or GDN_SHIFT_CONV=1 (alone and with GDN_CUSTOM_OP=1: fullgraph
+#                   without a conv kernel); 5 arms, ~9 min (each flag alone against the grid's settings:
+#                   2026-11-23, logs_experiment/h100_checks)
 #   published_kernels compare_losses.py: baseline, then hybrid, at 8k, 20 steps, the grid's kernels (cuDNN,
 #                   2 micro-steps) vs the published kernels (FLASH, 8 micro-steps), on a step-based schedule, the
 #                   speed flags off as in the grid: the same maths? (~12 min on a fresh machine, expected; the 32k
 #                   pair with the published kernels trailed the grid's runs at equal steps by 0.006-0.041, the
 #                   baseline by more; if a model's arms differ, split FLASH and the micro-steps next)
 #   bench_fast      bench_step_time.py: baseline then hybrid at 8k/16k/32k, two arms in one process, blocks
-#                   round-robin: the grid's settings (FUSED_PROJECTIONS=0 MUON_BATCHED=0) and the defaults (both
-#                   on; the closing table of the speed issue; 2026-11-23 measured the hybrid and the baseline at
-#                   32k, so the baseline's 8k and 16k come first)
+#                   round-robin: the grid's settings (FUSED_PROJECTIONS=0 MUON_BATCHED=0, and the hybrid's
+#                   GDN_KEEP_STATES=0) and the defaults (all on; the closing table of the speed issue;
+#                   2026-11-23 measured the hybrid and the baseline at 32k, so the baseline's 8k and 16k come first)
 #   bench_order     bench_step_time.py: the hybrid at 8k, bench_fast's two arms in the other order (the defaults
 #                   built first): both earlier benches built the flags-on arm second and measured it 429 ms/step
 #                   (0.858 of the flags-off arm), where the 600 s runs took 449 against 488 (0.920); does the order
@@ -28,10 +29,11 @@
 #                   and three shape variants as arms of one process (power-of-two head dims in both mixers at
 #                   the published count, attention head dim 64, 4 GDN heads of 64/128), each against the
 #                   default block by block (~10 min per context at 32k, most of it compiling)
-#   keep_states     GDN_KEEP_STATES=1 (the backward reuses the forward's GDN states): its GPU tests (against fla's
+#   keep_states     GDN_KEEP_STATES (the backward reuses the forward's GDN states; a default since 2026-11-23
+#                   session 12, when this step measured it: h100_checks/20261123g): its GPU tests (against fla's
 #                   wrapper and the fp32 recurrence; on CPU they pass through Triton's interpreter), the first 20
-#                   steps' losses at 8k against the defaults, then bench_step_time.py, hybrid at 32k, the defaults
-#                   with and without it as arms of one process (~37 ms per step expected, speed notes section 11)
+#                   steps' losses at 8k with and without it, then bench_step_time.py, hybrid at 32k, the defaults
+#                   with and without it as arms of one process (measured: 0.954 of the step)
 #   two_gpus        on a 2-GPU machine: pytest tests/test_trainers.py -k two_gpus (tiny data, no compile), then
 #                   compare_losses.py at 8k for each trainer: 1 process x 2 micro-steps against torchrun 2 ranks x 1
 #   profile         bench_step_time.py: both models at 32k, 2 timed blocks, then 2 steps under torch.profiler
@@ -73,11 +75,13 @@ for step in "$@"; do
         fla_tests) timeout 900 python3 -m pytest tests/test_gdn.py -k "fla or custom_op" -q -rs > "$out/fla_tests.out" 2>&1 ;;
         micro_steps) compare micro_steps 900 train_gpt_gdn.py --arm 8micro:GRAD_ACCUM_STEPS=8 --arm auto:GRAD_ACCUM_STEPS=0 ;;
         variants) compare variants 1200 train_gpt_gdn.py \
-            --arm grid:FUSED_PROJECTIONS=0,MUON_BATCHED=0 --arm default: --arm muon_compile:MUON_COMPILE=1 \
+            --arm grid:FUSED_PROJECTIONS=0,MUON_BATCHED=0,GDN_KEEP_STATES=0 --arm default: --arm muon_compile:MUON_COMPILE=1 \
             --arm shift_conv:GDN_SHIFT_CONV=1 --arm op_shift:GDN_CUSTOM_OP=1,GDN_SHIFT_CONV=1 ;;
         published_kernels)
             for trainer in train_gpt train_gpt_gdn; do
-                compare "published_kernels_$trainer" 900 "$trainer.py" --env FUSED_PROJECTIONS=0 --env MUON_BATCHED=0 \
+                grid=(--env FUSED_PROJECTIONS=0 --env MUON_BATCHED=0)
+                [[ $trainer == train_gpt_gdn ]] && grid+=(--env GDN_KEEP_STATES=0)  # the hybrid's own flag
+                compare "published_kernels_$trainer" 900 "$trainer.py" "${grid[@]}" \
                     --arm grid: --arm published:SDPA_BACKEND=flash,GRAD_ACCUM_STEPS=8
             done ;;
         muon_tests) timeout 300 python3 -m pytest tests/test_muon.py -k cuda -q -rs > "$out/muon_tests.out" 2>&1 ;;
@@ -85,9 +89,9 @@ for step in "$@"; do
         profile) timeout 900 python3 scripts/bench_step_time.py --contexts 32768 --warmup 3 --steps 5 --repeats 2 \
             --profile-steps 2 --profile-trace-dir "$out/traces" --out-json "$out/profile_32k.json" --out-md "$out/profile_32k.md" > "$out/profile_32k.out" 2>&1 ;;
         bench_fast) bench fast 2400 --models baseline,hybrid --contexts 8192,16384,32768 \
-            --arm grid:FUSED_PROJECTIONS=0,MUON_BATCHED=0 --arm default: ;;
+            --arm grid:FUSED_PROJECTIONS=0,MUON_BATCHED=0,GDN_KEEP_STATES=0 --arm default: ;;
         bench_order) bench order 900 --models hybrid --contexts 8192 \
-            --arm default: --arm grid:FUSED_PROJECTIONS=0,MUON_BATCHED=0 ;;
+            --arm default: --arm grid:FUSED_PROJECTIONS=0,MUON_BATCHED=0,GDN_KEEP_STATES=0 ;;
         bench_variants)
             # Shape variants from existing knobs (parameters: default 17,424,332): 4 GDN heads of 64/128 (15,383,496);
             # attention head dim 64 by 7 query heads and 1 KV head, GDN 7 x 48/96 (17,131,408); head dim 64 in both
@@ -98,8 +102,8 @@ for step in "$@"; do
                 --arm attn64:NUM_HEADS=7,NUM_KV_HEADS=1 --arm heads4:GDN_HEADS=4,GDN_KEY_DIM=64 ;;
         keep_states)
             timeout 900 python3 -m pytest tests/test_gdn.py -k keep_states -q -rs > "$out/keep_states_tests.out" 2>&1
-            compare keep_states 900 train_gpt_gdn.py --arm default: --arm keep:GDN_KEEP_STATES=1
-            bench keep_states 900 --models hybrid --contexts 32768 --arm default: --arm keep:GDN_KEEP_STATES=1 ;;
+            compare keep_states 900 train_gpt_gdn.py --arm recompute:GDN_KEEP_STATES=0 --arm default:
+            bench keep_states 900 --models hybrid --contexts 32768 --arm recompute:GDN_KEEP_STATES=0 --arm default: ;;
         two_gpus)
             timeout 600 python3 -m pytest tests/test_trainers.py -k two_gpus -q -rs > "$out/two_gpus_tests.out" 2>&1
             for trainer in train_gpt_gdn train_gpt; do
