@@ -714,6 +714,7 @@ def gdn_dims(h: Hyperparameters) -> tuple[int, int, int]:
 
 def mixer_config_checks(h: Hyperparameters) -> list[tuple[bool, str]]:
     heads, key_dim, value_dim = gdn_dims(h)
+    fla_version = fla_core_version()
     return [
         (all(0 <= i < h.num_layers for i in h.gdn_layers),
          f"GDN_LAYERS={h.gdn_layers} has an index outside 0..NUM_LAYERS-1={h.num_layers - 1}"),
@@ -729,8 +730,8 @@ def mixer_config_checks(h: Hyperparameters) -> list[tuple[bool, str]]:
          "GDN_CUSTOM_OP=1 wraps the unfused kernel only: not with GDN_FLA_FUSED=1"),
         (not (h.gdn_custom_op and torch.cuda.is_available() and gdn_backend_for(h) != "fla"),
          "GDN_CUSTOM_OP=1 on CUDA runs fla's kernel: it needs GDN_BACKEND=fla/auto and fla-core installed"),
-        (not gdn_keep_states_active(h) or fla_core_version() == FLA_KEEP_STATES_VERSION,
-         keep_states_version_message(fla_core_version())),
+        (not gdn_keep_states_active(h) or fla_version == FLA_KEEP_STATES_VERSION,
+         keep_states_version_message(fla_version)),
     ]
 
 

@@ -23,8 +23,8 @@ model or optimizer differs from the most common one of its model among the logs 
 such as NUM_HEADS, GDN_HEADS or MATRIX_LR: named first in the variant) or the run used other kernel
 settings than the grid's (SDPA_BACKEND, GDN_BACKEND, GRAD_ACCUM_STEPS other than auto, or one of the speed
 flags in SPEED_FLAGS on, such as FUSED_PROJECTIONS=1, which with MUON_BATCHED is a trainer default since
-2026-11-23: the grid ran with both off); those runs (e.g. the published kernel settings SDPA_BACKEND=flash
-GRAD_ACCUM_STEPS=8) get their own rows and are never averaged with the default ones. A log without the
+2026-11-23, and the hybrid's GDN_KEEP_STATES since session 12: the grid ran with all three off); those runs
+(e.g. the published kernel settings SDPA_BACKEND=flash GRAD_ACCUM_STEPS=8) get their own rows and are never averaged with the default ones. A log without the
 final round-trip line (final_int8_zlib_roundtrip_exact) is an unfinished run: listed, excluded from means.
 When one seed has several finished runs in a group, the newest counts and the others are listed as
 superseded. Runs with exactly the published kernel settings are also set against the default-kernel runs
@@ -64,7 +64,8 @@ PLOT_SPEED = "ms_per_step_vs_context.png"
 DEFAULT_DATASET = "fineweb10B_sp1024"
 PUBLISHED_SUFFIX = " (published kernels)"  # ends the variant label of a run with the published kernel settings
 
-# Off-by-default speed flags of the trainers (config name, env name): a run with one on is its own variant.
+# Speed flags of the trainers (config name, env name): a run with one on is its own variant, also for the three
+# that became defaults after the grid (FUSED_PROJECTIONS, MUON_BATCHED; the hybrid's GDN_KEEP_STATES).
 SPEED_FLAGS = (("fused_projections", "FUSED_PROJECTIONS"), ("muon_batched", "MUON_BATCHED"),
                ("muon_compile", "MUON_COMPILE"), ("gdn_fla_fused", "GDN_FLA_FUSED"),
                ("gdn_custom_op", "GDN_CUSTOM_OP"), ("gdn_shift_conv", "GDN_SHIFT_CONV"),
