@@ -24,8 +24,9 @@ such as NUM_HEADS, GDN_HEADS or MATRIX_LR: named first in the variant) or the ru
 settings than the grid's (SDPA_BACKEND, GDN_BACKEND, GRAD_ACCUM_STEPS other than auto, or one of the speed
 flags in SPEED_FLAGS on, such as FUSED_PROJECTIONS=1, which with MUON_BATCHED is a trainer default since
 2026-11-23, and the hybrid's GDN_KEEP_STATES since session 12: the grid ran with all three off); those runs
-(e.g. the published kernel settings SDPA_BACKEND=flash GRAD_ACCUM_STEPS=8) get their own rows and are never averaged with the default ones. A log without the
-final round-trip line (final_int8_zlib_roundtrip_exact) is an unfinished run: listed, excluded from means.
+(e.g. the published kernel settings SDPA_BACKEND=flash GRAD_ACCUM_STEPS=8) get their own rows and are never
+averaged with the default ones. A log without the final round-trip line (final_int8_zlib_roundtrip_exact) is
+an unfinished run: listed, excluded from means.
 When one seed has several finished runs in a group, the newest counts and the others are listed as
 superseded. Runs with exactly the published kernel settings are also set against the default-kernel runs
 of their context and device ("What our kernels are worth"). A run whose trainer logged its artifact over

@@ -2,9 +2,10 @@
 
 The GPU tests in test_gdn.py check fla's kernels where they run in training; these run the same kernel code
 on the CPU, so CI checks the hybrid's fla paths: the plain call, GDN_FLA_FUSED, GDN_KEEP_STATES and
-FUSED_PROJECTIONS' fused conv (not GDN_CUSTOM_OP's, whose fla calls sit in CUDA-only op kernels). Triton and fla-core come from requirements-interp.txt, installed into
-.interp-site (outside the main environment: a GPU box's torch brings its own Triton); without it these
-tests skip, naming the install command. The checks run in one subprocess (tests/fla_interpreter_checks.py).
+FUSED_PROJECTIONS' fused conv (not GDN_CUSTOM_OP's, whose fla calls sit in CUDA-only op kernels). Triton and
+fla-core come from requirements-interp.txt, installed into .interp-site (outside the main environment: a GPU
+box's torch brings its own Triton); without it these tests skip, naming the install command. The checks run
+in one subprocess (tests/fla_interpreter_checks.py).
 
 Tolerances (relative errors per tensor). The interpreter computes in plain fp32 (no TF32 tensor cores), so
 fla's chunked maths agrees with the step-by-step recurrence to ~1e-6 (measured <= 2e-6 on every tensor):

@@ -54,6 +54,9 @@ mkdir -p "$out"
 data=(--data-path "$T/data/datasets/corpus_sp1024" --tokenizer-path "$T/data/tokenizers/corpus_sp1024.model"
       --log-dir "$out/logs" --steps 20 --env TRAIN_SEQ_LEN=8192 --env TRAIN_BATCH_TOKENS=393216
       --env GRAD_ACCUM_STEPS=2)
+# The grid's trainers as an arm: the speed flags that became defaults after the grid, off (GDN_KEEP_STATES is the
+# hybrid's; the baseline does not read it).
+grid_arm=grid:FUSED_PROJECTIONS=0,MUON_BATCHED=0,GDN_KEEP_STATES=0
 # compare NAME TIMEOUT TRAINER ARGS...: one compare_losses.py run on the data above into $out/NAME.{json,out}
 compare() {
     local name=$1 limit=$2 trainer=$3
@@ -75,7 +78,7 @@ for step in "$@"; do
         fla_tests) timeout 900 python3 -m pytest tests/test_gdn.py -k "fla or custom_op" -q -rs > "$out/fla_tests.out" 2>&1 ;;
         micro_steps) compare micro_steps 900 train_gpt_gdn.py --arm 8micro:GRAD_ACCUM_STEPS=8 --arm auto:GRAD_ACCUM_STEPS=0 ;;
         variants) compare variants 1200 train_gpt_gdn.py \
-            --arm grid:FUSED_PROJECTIONS=0,MUON_BATCHED=0,GDN_KEEP_STATES=0 --arm default: --arm muon_compile:MUON_COMPILE=1 \
+            --arm "$grid_arm" --arm default: --arm muon_compile:MUON_COMPILE=1 \
             --arm shift_conv:GDN_SHIFT_CONV=1 --arm op_shift:GDN_CUSTOM_OP=1,GDN_SHIFT_CONV=1 ;;
         published_kernels)
             for trainer in train_gpt train_gpt_gdn; do
@@ -89,9 +92,9 @@ for step in "$@"; do
         profile) timeout 900 python3 scripts/bench_step_time.py --contexts 32768 --warmup 3 --steps 5 --repeats 2 \
             --profile-steps 2 --profile-trace-dir "$out/traces" --out-json "$out/profile_32k.json" --out-md "$out/profile_32k.md" > "$out/profile_32k.out" 2>&1 ;;
         bench_fast) bench fast 2400 --models baseline,hybrid --contexts 8192,16384,32768 \
-            --arm grid:FUSED_PROJECTIONS=0,MUON_BATCHED=0,GDN_KEEP_STATES=0 --arm default: ;;
+            --arm "$grid_arm" --arm default: ;;
         bench_order) bench order 900 --models hybrid --contexts 8192 \
-            --arm default: --arm grid:FUSED_PROJECTIONS=0,MUON_BATCHED=0,GDN_KEEP_STATES=0 ;;
+            --arm default: --arm "$grid_arm" ;;
         bench_variants)
             # Shape variants from existing knobs (parameters: default 17,424,332): 4 GDN heads of 64/128 (15,383,496);
             # attention head dim 64 by 7 query heads and 1 KV head, GDN 7 x 48/96 (17,131,408); head dim 64 in both
