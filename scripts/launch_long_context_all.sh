@@ -3,7 +3,7 @@
 #   scripts/launch_long_context_all.sh {baseline|hybrid}
 # Contexts 8192, 16384 and 32768 in turn, each through run_<model>_long_context_single_h100.sh with the
 # same environment overrides; stops at the first failed run. A RUN_ID set by you gets the context
-# appended (RUN_ID_8192, ...) so each run has its own log.
+# appended (RUN_ID_8192, ...) so each run has its own log. Logs go to LOG_DIR (default logs/).
 set -euo pipefail
 MODEL=${1:-}
 [[ "$MODEL" == baseline || "$MODEL" == hybrid ]] || { echo "usage: $(basename "$0") {baseline|hybrid}" >&2; exit 2; }
