@@ -20,7 +20,8 @@ is encoded as BOS (id 1) followed by its tokens. Outputs, under --output-root:
 
 Shards use the competition's format (see shard_format.py). Every file is written under a
 temporary hidden name in its folder and renamed when complete, manifest.json last, so an
-interrupted run leaves nothing that looks finished. The same inputs and settings give
+interrupted run leaves nothing that looks finished; a run stopped by SIGKILL cannot clean up, so the
+next run of the same dataset removes the temporary files it left. SIGINT exits 130, SIGTERM 143. The same inputs and settings give
 byte-identical outputs whatever --workers is. Bad input stops the run with one "error: ..."
 line on stderr and exit status 2 before anything is written.
 """
@@ -578,6 +579,37 @@ def _verify_existing(out_dir: Path, root: Path, manifest: dict) -> None:
         raise InputError(f"{model} is missing or differs from {out_dir / 'manifest.json'}; {hint}")
 
 
+def remove_stale_temporaries(out_dir: Path, model_path: Path, vocab_path: Path) -> int:
+    """Remove the hidden temporary files of this dataset (shards, manifest, tokenizer) whose writing
+    process is gone, e.g. killed by SIGKILL, which leaves no chance to clean up; a live process's files
+    (another build of the same name) are left alone. Returns how many were removed."""
+    patterns = [(out_dir, ".fineweb_*.bin.tmp-*"), (out_dir, ".manifest.json.tmp-*"),
+                (model_path.parent, f".{model_path.name}.tmp-*"), (vocab_path.parent, f".{vocab_path.name}.tmp-*")]
+    removed = 0
+    for folder, pattern in patterns:
+        if not folder.is_dir():
+            continue
+        for path in folder.glob(pattern):
+            pid = path.name.rpartition(".tmp-")[2]
+            if pid.isdigit() and _process_alive(int(pid)):
+                continue
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # this run has written nothing yet: the file is an old run's whose pid came back
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
 def _stage_tokenizer_file(staging: Staging, path: Path, data: bytes) -> None:
     if path.exists():
         if path.read_bytes() == data:
@@ -647,7 +679,11 @@ def build(args: argparse.Namespace) -> int:
     given = load_given_tokenizer(args.tokenizer, args.vocab_size) if args.tokenizer else None
     inputs = [{"path": str(p), "bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in files]
     settings = make_settings(args, hashlib.sha256(given).hexdigest() if given is not None else None)
-    if existing_dataset_is_identical(out_dir, root, settings, inputs):
+    identical = existing_dataset_is_identical(out_dir, root, settings, inputs)
+    stale = remove_stale_temporaries(out_dir, model_path, vocab_path)
+    if stale:
+        print(f"removed {stale} temporary file(s) left by an interrupted run of {args.name}")
+    if identical:
         print(f"{out_dir} already holds this dataset (same inputs and settings): nothing to do")
         return 0
 
@@ -769,8 +805,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the run is so that it cleans up as Ctrl-C does; exits 128 + the signal."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 def _terminate(signum, frame):
-    raise KeyboardInterrupt  # so that a kill cleans up like Ctrl-C does
+    raise Terminated(signum)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -780,9 +824,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("interrupted: no output was finished", file=sys.stderr)
-        return 130
+        return 128 + (exc.signum if isinstance(exc, Terminated) else signal.SIGINT)
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -12,6 +12,7 @@ import json
 import lzma
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -223,6 +224,63 @@ def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
     assert run_prepare(out, "--workers", "1", "--shard-tokens", "5000") == 130
     assert len(calls) == 2
     assert not out.exists()  # no temporary files, no folders left behind
+
+
+def dead_pid() -> int:
+    """The id of a process that has ended (a child started and waited for)."""
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(proc.stdout)
+
+
+def test_rerun_removes_temporary_files_a_killed_run_left(built, tmp_path):
+    """SIGKILL leaves hidden temporary shards; the next run of that dataset removes them and writes the same
+    dataset as a clean run."""
+    out_dir = tmp_path / "datasets" / "fx"
+    pid = dead_pid()
+    stale = [_write(out_dir / f".fineweb_train_000000.bin.tmp-{pid}", shard_format.shard_header(0)),
+             _write(out_dir / f".manifest.json.tmp-{pid}", "{"),
+             _write(tmp_path / "tokenizers" / f".fx.model.tmp-{pid}", b"partial")]
+    live = _write(out_dir / f".fineweb_val_000000.bin.tmp-{os.getppid()}", b"another build still writing")
+    assert run_prepare(tmp_path, "--shard-tokens", str(SHARD_TOKENS)) == 0
+    assert not any(path.exists() for path in stale)
+    live.unlink()  # a live process's file is left alone; without it the output is the clean run's
+    assert all_files(tmp_path) == all_files(built)
+
+
+SLOW_PREPARE = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import prepare_local
+real = prepare_local._encode_batch
+calls = []
+def slow(texts):
+    calls.append(1)
+    if len(calls) == 2:  # the first batch is in its temporary shard by now
+        print("working", flush=True)
+    time.sleep(0.2)
+    return real(texts)
+prepare_local._encode_batch = slow
+prepare_local.BATCH_DOCS = 2
+sys.exit(prepare_local.main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_mid_run_exits_128_plus_signal_and_leaves_nothing(signum, status, tmp_path):
+    out = tmp_path / "out"
+    argv = ["--input", str(FIXTURE), "--output-root", str(out), "--name", "fx", "--vocab-size", "1024",
+            "--val-docs", str(VAL_DOCS), "--workers", "1", "--shard-tokens", "5000"]
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_PREPARE, str(DATA), *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "working\n"
+        assert [p.name for p in (out / "datasets" / "fx").glob(".fineweb_val_*.tmp-*")]  # mid-write
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == status, err
+    assert not out.exists()  # no temporary or half-written files, no folders left behind
 
 
 def test_temporary_names_are_hidden_until_the_final_rename(tmp_path, monkeypatch):
