@@ -1,14 +1,14 @@
 #!/usr/bin/env python3
-"""Run one trainer under several settings ("arms") on the same data and seed; compare the losses.
+"""Run a trainer under several settings ("arms") on the same data and seed; compare the first losses.
 
-Issue 4's check for every speed change: the first steps' train losses of the changed code must
-agree with the unchanged code within bf16 noise, and the change should be faster. Each arm is a
-fresh trainer process started the way users start it (torchrun when the arm sets NPROC, plain
-python3 otherwise), with the trainer's own logging; this script only reads the logs back.
+How a speed change is checked: the first steps' train losses of the changed code must agree with the
+unchanged code within bf16 noise. Each arm is a fresh trainer process started the way users start it
+(torchrun when the arm sets NPROC, plain python3 otherwise), with the trainer's own logging; this script
+reads the logs back. An arm's TRAINER=PATH runs another copy of the trainer, e.g. the code before a change:
 
-    python3 scripts/compare_losses.py --trainer train_gpt_gdn.py --steps 20 \
-        --data-path DIR --tokenizer-path MODEL --env TRAIN_SEQ_LEN=8192 \
-        --arm 8micro:GRAD_ACCUM_STEPS=8 --arm auto:GRAD_ACCUM_STEPS=0 --arm 2gpu:NPROC=2,GRAD_ACCUM_STEPS=0
+    git show HEAD~1:train_gpt.py > /tmp/old_train_gpt.py
+    python3 scripts/compare_losses.py --trainer train_gpt.py --steps 20 --data-path DIR \
+        --tokenizer-path MODEL --env TRAIN_SEQ_LEN=8192 --arm old:TRAINER=/tmp/old_train_gpt.py --arm new:
 
 Every arm gets VAL_LOSS_EVERY=0 unless --env says otherwise, then the --env settings, then
 ITERATIONS=--steps, TRAIN_LOG_EVERY=1 and MAX_WALLCLOCK_SECONDS=0 (no cap, so no wall-clock
@@ -18,9 +18,8 @@ The first arm is the reference. Printed: the losses side by side with each arm's
 train_time increments after --skip-steps (the first steps of a fresh process are slower).
 --out-json writes the same numbers; --max-abs-diff makes the exit status 1 when an arm's largest
 difference exceeds it (the losses are logged with 4 decimals). --from-json FILE prints the tables of
-such a file again, from the losses and step times it holds (nothing runs). "vs first arm" is the ratio
-of medians; each arm is its own process, and two processes of one setting differed by ~5% on the H100,
-so for step times that matter use scripts/bench_step_time.py --arm (one process, paired blocks).
+such a file again (nothing runs). "vs first arm" is the ratio of medians of separate processes, which
+differ by a few per cent for one setting; for step times use scripts/bench_step_time.py --arm.
 """
 
 from __future__ import annotations
@@ -41,6 +40,21 @@ from published_study import markdown_table  # noqa: E402
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """Bad input: one line `error: ...` and exit status 2, no usage block."""
+
+    def error(self, message: str):
+        sys.exit(f"error: {message}; see --help")
+
+
+def existing_file(text: str, what: str) -> Path:
+    """A path as given (absolute, or relative to the current directory, else to the repository root)."""
+    for path in (Path(text), REPO_ROOT / text):
+        if path.is_file():
+            return path.resolve()
+    raise SystemExit(f"error: {what} {text}: no such file; give the path of an existing file")
+
+
 def parse_arm(text: str) -> tuple[str, dict[str, str]]:
     """'name:KEY=VALUE,KEY=VALUE' -> (name, {KEY: VALUE}); 'name:' alone is the unchanged setting."""
     name, sep, settings = text.partition(":")
@@ -58,9 +72,11 @@ def parse_env(text: str, where: str = "--env") -> tuple[str, str]:
 
 def run_arm(trainer: Path, name: str, env: dict[str, str], own: dict[str, str], log_dir: Path,
             timeout_s: float) -> dict:
-    """One fresh trainer process with env (shared settings and the arm's own, `own`); its log read back."""
+    """One fresh trainer process with env (shared settings and the arm's own, `own`); its log read back.
+    NPROC=N starts it with torchrun on N processes; TRAINER=PATH runs that file instead of `trainer`."""
     env = dict(env)
     nproc = int(env.pop("NPROC", "0"))
+    trainer = existing_file(env.pop("TRAINER"), f"arm {name}: TRAINER") if "TRAINER" in env else trainer
     run_id = f"compare_{name}_{time.strftime('%Y%m%d_%H%M%S')}_{os.getpid()}"
     full_env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     full_env.update(env)
@@ -74,10 +90,10 @@ def run_arm(trainer: Path, name: str, env: dict[str, str], own: dict[str, str], 
     wall_s = time.perf_counter() - started
     log_path = log_dir / f"{run_id}.txt"
     if result.returncode != 0 or not log_path.is_file():
-        tail = (result.stderr or result.stdout)[-2000:]
-        raise RuntimeError(f"arm {name!r} failed (exit {result.returncode}); log {log_path}\n{tail}")
+        print((result.stderr or result.stdout)[-2000:], file=sys.stderr)
+        raise SystemExit(f"error: arm {name} failed (exit {result.returncode}, its output above); fix it and rerun")
     run = report.parse_log(log_path)
-    return {"name": name, "settings": dict(own), "log": str(log_path),
+    return {"name": name, "settings": dict(own), "log": str(log_path), "trainer": str(trainer),
             "world_size": run.world_size, "grad_accum_steps": run.grad_accum_steps, "device": run.device,
             "sdpa_backend": run.sdpa_backend, "wall_s": round(wall_s, 1),
             "steps": [p[0] for p in run.train], "losses": [p[3] for p in run.train],
@@ -143,13 +159,14 @@ def print_saved(path: Path, skip_steps: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineErrors(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--from-json", metavar="RESULTS.json",
                         help="print the tables of an earlier --out-json file (its arms' logged losses and step "
                              "times) and exit; nothing runs")
-    parser.add_argument("--trainer", help="train_gpt.py or train_gpt_gdn.py")
+    parser.add_argument("--trainer", help="train_gpt.py or train_gpt_gdn.py (an arm's TRAINER=PATH overrides it)")
     parser.add_argument("--arm", type=parse_arm, action="append",
-                        help="NAME:KEY=VALUE[,KEY=VALUE...]; the first arm is the reference; NPROC=N uses torchrun")
+                        help="NAME:KEY=VALUE[,KEY=VALUE...]; the first arm is the reference; NPROC=N uses torchrun; "
+                             "TRAINER=PATH runs another copy of the trainer")
     parser.add_argument("--env", type=parse_env, action="append", default=[], help="KEY=VALUE for every arm")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--skip-steps", type=int, default=5, help="steps left out of ms/step")
@@ -168,9 +185,15 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         parser.error(f"the following arguments are required without --from-json: {', '.join(missing)}")
 
-    trainer = (REPO_ROOT / args.trainer).resolve()
-    if not trainer.is_file():
-        parser.error(f"--trainer {args.trainer}: no such file in {REPO_ROOT}")
+    trainer = existing_file(args.trainer, "--trainer")
+    for name, settings in args.arm:
+        if "TRAINER" in settings:
+            existing_file(settings["TRAINER"], f"arm {name}: TRAINER")
+    data_path, tokenizer = Path(args.data_path), Path(args.tokenizer_path)
+    if not sorted(data_path.glob("fineweb_train_*.bin")):
+        parser.error(f"--data-path {data_path}: no fineweb_train_*.bin shards there; give the dataset folder")
+    if not tokenizer.is_file():
+        parser.error(f"--tokenizer-path {tokenizer}: no such file; give the tokenizer's .model file")
     if len({name for name, _ in args.arm}) != len(args.arm):
         parser.error("--arm names must differ")
     if args.steps < 2:
@@ -180,8 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     common = {"VAL_LOSS_EVERY": "0"}
     common.update(dict(args.env))
     # What the comparison needs comes last: every step logged, the same step count, no wall-clock cap.
-    common.update({"DATA_PATH": str(Path(args.data_path).resolve()),
-                   "TOKENIZER_PATH": str(Path(args.tokenizer_path).resolve()),
+    common.update({"DATA_PATH": str(data_path.resolve()), "TOKENIZER_PATH": str(tokenizer.resolve()),
                    "ITERATIONS": str(args.steps), "TRAIN_LOG_EVERY": "1", "MAX_WALLCLOCK_SECONDS": "0"})
     arms = []
     for name, settings in args.arm:
