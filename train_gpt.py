@@ -176,7 +176,7 @@ class Hyperparameters:
              f"a multiple of world_size({world_size}) x GRAD_ACCUM_STEPS({self.grad_accum_steps}) x "
              f"TRAIN_SEQ_LEN({self.train_seq_len}) = {micro_tokens}"),
             (self.val_batch_size >= micro_tokens,
-             f"VAL_BATCH_SIZE={self.val_batch_size} must hold at least one sequence per micro-step (>= {micro_tokens})"),
+             f"VAL_BATCH_SIZE={self.val_batch_size} must hold one sequence per micro-step (>= {micro_tokens})"),
         ])
         require(mixer_config_checks(self))
 
@@ -949,7 +949,7 @@ def main() -> None:
     code = Path(__file__).read_text(encoding="utf-8")
     h = Hyperparameters()
     if sys.argv[1:] == ["--check"]:  # the launchers run this before torchrun, so an error is one line
-        train_files, _, val_tokens, _, log_path, _ = check_inputs(h, int(os.environ.get("WORLD_SIZE", "1")))
+        train_files, _, val_tokens, _, log_path, _ = check_inputs(h, env_value(dict(os.environ), "WORLD_SIZE", 1, int))
         print(f"ok: settings and inputs checked: {len(train_files)} training shards, "
               f"{val_tokens.numel() - 1} validation tokens, log {log_path}")
         return

@@ -17,6 +17,7 @@ import triton_interpreter  # noqa: E402  (patches Triton's interpreter; needs TR
 triton_interpreter.check_versions()
 
 import train_gpt_gdn as gdn  # noqa: E402
+from gdn_reference import gated_delta_rule_fla_wrapper, gated_delta_rule_recurrent  # noqa: E402
 from test_gdn import mixer_errors, path_errors  # noqa: E402
 
 
@@ -32,18 +33,16 @@ def main() -> None:
     hybrid_heads = (42, 84)  # the hybrid's head dims: not powers of two, padded inside fla's kernels
     for seq_len in (100, 130):  # one ragged chunk; two full chunks and a ragged one
         results["functions"][f"fla_vs_recurrence_T{seq_len}"] = path_errors(
-            gdn.gated_delta_rule_fla, gdn.gated_delta_rule_recurrent, (2, seq_len, 2, *hybrid_heads))[0]
+            gdn.gated_delta_rule_fla, gated_delta_rule_recurrent, (2, seq_len, 2, *hybrid_heads))[0]
     # GDN_KEY_DIM=64 (the power-of-two variants): K 64, V 128, fla's blocks without padding.
     results["functions"]["fla_vs_recurrence_T100_K64"] = path_errors(
-        gdn.gated_delta_rule_fla, gdn.gated_delta_rule_recurrent, (1, 100, 2, 64, 128))[0]
+        gdn.gated_delta_rule_fla, gated_delta_rule_recurrent, (1, 100, 2, 64, 128))[0]
     for seq_len in (1, 64, 100):
-        results["functions"][f"keep_states_vs_fla_T{seq_len}"] = path_errors(
-            gdn.gated_delta_rule_fla_keep_states, gdn.gated_delta_rule_fla, (2, seq_len, 2, *hybrid_heads))[0]
-    results["functions"]["keep_states_vs_recurrence_T100"] = path_errors(
-        gdn.gated_delta_rule_fla_keep_states, gdn.gated_delta_rule_recurrent, (2, 100, 2, *hybrid_heads))[0]
-    for name, settings in {"fla": {}, "fla_fused": {"fla_fused": True}, "keep_states": {"keep_states": True},
-                           "fused_projections": {"fused_projections": True}}.items():
-        results["mixers"][name] = compare_mixers({"backend": "fla", **settings})
+        results["functions"][f"fla_vs_wrapper_T{seq_len}"] = path_errors(
+            gdn.gated_delta_rule_fla, gated_delta_rule_fla_wrapper, (2, seq_len, 2, *hybrid_heads))[0]
+    results["functions"]["wrapper_vs_recurrence_T100"] = path_errors(
+        gated_delta_rule_fla_wrapper, gated_delta_rule_recurrent, (2, 100, 2, *hybrid_heads))[0]
+    results["mixers"]["fla"] = compare_mixers({"backend": "fla"})
     results["kernels"] = sorted(set(triton_interpreter.KERNELS_RUN))
     print(json.dumps(results))
 

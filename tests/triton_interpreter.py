@@ -4,7 +4,7 @@ Import this module in a process whose environment has TRITON_INTERPRET=1 from th
 runs. The interpreter executes each kernel's Python body with NumPy, block by block, so the test runs fla's
 own kernel logic (the chunked forms, the state passes, the WY backward) on the CPU. It has gaps that fla's
 kernels hit; each patch below closes one, without editing fla or Triton files. Written against the Triton
-pinned in requirements-interp.txt (the GPU machine's 3.6.0); `check_versions` refuses any other.
+pinned in requirements-interp.txt (3.6.0); `check_versions` refuses any other.
 
 What the interpreter does NOT show: bf16 (it stores bf16 as raw bits and does arithmetic on them, so only
 fp32 is checked here), the GPU compiler's code (e.g. fla issue #640's Hopper miscompile), the autotuner's
