@@ -15,6 +15,13 @@ PUBLISHED_MS_PER_STEP = {"baseline": {8192: 594, 16384: 952, 32768: 2202},
 PUBLISHED_GRAD_ACCUM = 8
 # The kernel settings that reproduce the study's (our trainers default to cuDNN and auto micro-steps).
 PUBLISHED_KERNELS = {"SDPA_BACKEND": "flash", "GRAD_ACCUM_STEPS": PUBLISHED_GRAD_ACCUM}
+# The study's hand-set Muon momentum warm-up and LR warm-down step counts (PUBLISHED_SCHEDULE=1 in the launcher).
+PUBLISHED_SCHEDULE_STEPS = {"baseline": {8192: (190, 381), 16384: (118, 236), 32768: (50, 100)},
+                            "hybrid": {8192: (160, 320), 16384: (104, 208), 32768: (79, 158)}}
+# The published numerics arm, as environment settings: the study's kernels, rotary positions computed in bf16,
+# GDN conv weights kept in bf16 (hybrid only), and the launcher's published step-count schedule.
+PUBLISHED_ARM = {"SDPA_BACKEND": "flash", "GRAD_ACCUM_STEPS": "8", "ROTARY_POSITIONS_BF16": "1", "GDN_CONV_BF16": "1",
+                 "PUBLISHED_SCHEDULE": "1"}
 
 
 def published_batch_tokens(context: int) -> int:
