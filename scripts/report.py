@@ -22,12 +22,11 @@ from pathlib import Path
 from statistics import median
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from published_study import (PUBLISHED_MS_PER_STEP, PUBLISHED_SCHEDULE_STEPS, PUBLISHED_VAL_BPB,  # noqa: E402
+from published_study import (PUBLISHED_SCHEDULE_STEPS, PUBLISHED_VAL_BPB,  # noqa: E402
                              crossover, markdown_table, published_batch_tokens)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BEGIN_MARKER, END_MARKER = "<!-- report:begin -->", "<!-- report:end -->"
-SEPARATOR = "=" * 100
 MODELS = ("baseline", "hybrid")
 TRAINER_FILES = {"baseline": "train_gpt.py", "hybrid": "train_gpt_gdn.py"}
 PLOT_TIME, PLOT_SPEED = "val_bpb_vs_time.png", "ms_per_step_vs_context.png"
@@ -36,8 +35,8 @@ SUBMISSION_BYTE_LIMIT = 16_000_000  # the competition's limit on trainer code + 
 
 # Settings that change the maths: config name -> (default, short variant label). The defaults are the launcher's
 # (scripts/launch_long_context.sh), else the trainers'; a dict gives a per-model default, a callable one per context.
-# A baseline log lacks the gdn_ settings: they count as their defaults.
-# Speed-only settings (fused projections, batched Muon, kept GDN states, compile, automatic micro-steps) are absent.
+# A baseline log lacks the gdn_ settings (their defaults). Speed-only settings (fused projections, batched Muon, kept
+# GDN states, compile, automatic micro-steps) are absent.
 VARIANT_SETTINGS = {
     "num_layers": (9, "shape"), "model_dim": ({"baseline": 512, "hybrid": 448}, "shape"),
     "num_heads": (8, "shape"), "num_kv_heads": (4, "shape"), "mlp_mult": (2, "shape"),
@@ -59,7 +58,6 @@ RE = {name: re.compile(pattern) for name, pattern in {
     "train": r"^step:(\d+)/\d+ train_loss:(\S+) train_time:([\d.]+)ms step_avg:([\d.]+)ms",
     "val": r"^step:(\d+)/\d+ val_loss:(\S+) val_bpb:(\S+) train_time:([\d.]+)ms",
     "tokens": r"^train_tokens_seen:\d+ epochs:([\d.]+)", "peak": r"^peak memory allocated: (\d+) MiB",
-    "code": r"^Code size: (\d+) bytes", "model_bytes": r"^Serialized model int8\+(\w+): (\d+) bytes",
     "limit": r"^submission_limit:\d+(?: format:(\S+))? bytes_model:(\d+) bytes_code:(\d+) bytes_total:(\d+) "
              r"within_limit:(True|False)",
     "final": r"^final_int8_zlib_roundtrip_exact val_loss:(\S+) val_bpb:(\S+)",
@@ -110,7 +108,7 @@ def setting_value(run: Run, name: str) -> tuple:
 def split_log(text: str) -> list[str]:
     """The run's lines: everything after the separator line that follows the trainer's source."""
     lines = text.splitlines()
-    starts = [i + 1 for i, line in enumerate(lines) if line == SEPARATOR]
+    starts = [i + 1 for i, line in enumerate(lines) if line == "=" * 100]  # the end of the embedded source
     if not starts:
         raise ValueError("no line of 100 '=' (not a trainer log)")
     return lines[next((i for i in starts if lines[i:i + 1] and lines[i].startswith("run_id:")), starts[0]):]
@@ -124,8 +122,7 @@ def literal(text: str):
 
 
 def gpu_csv_medians(path: Path) -> tuple[float | None, float | None]:
-    """Median SM MHz and power (W) over the nvidia-smi rows (timestamp, utilization %, SM MHz, W, ...) with
-    utilization >= 50%; the header and rows with [N/A] are skipped."""
+    """Median SM MHz and power (W) over nvidia-smi rows (time, utilization %, MHz, W, ...) at >= 50% utilization."""
     rows = []
     for row in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
@@ -138,8 +135,8 @@ def gpu_csv_medians(path: Path) -> tuple[float | None, float | None]:
 
 # Log lines that set Run attributes: regex name -> (attribute, conversion) per group; None skips a group.
 FIELDS = {"sdpa": (("sdpa_backend", str),), "world": (("world_size", int), ("grad_accum_steps", int), ("device", str)),
-          "batch": (None, ("seq_len", int)), "seed": (("seed", int),), 
-          "tokens": (("epochs", float),), "peak": (("peak_alloc_mib", int),), "code": (("bytes_code", int),),
+          "batch": (None, ("seq_len", int)), "seed": (("seed", int),),
+          "tokens": (("epochs", float),), "peak": (("peak_alloc_mib", int),),
           "final": (("final_val_loss", float), ("final_val_bpb", float))}
 
 
@@ -155,8 +152,6 @@ def parse_log(path: Path) -> Run:
             run.config[m[1]] = literal(m[2])
         elif (m := RE["run_id"].match(line)) and not run.run_id:
             run.run_id = m[1]
-        elif m := RE["model_bytes"].match(line):
-            run.bytes_model, run.artifact_format = int(m[2]), "zlib9" if m[1] == "zlib" else m[1]
         elif m := RE["limit"].match(line):
             run.artifact_format = m[1] or "zlib9"  # logs without format: shipped zlib level 9
             run.bytes_model, run.bytes_code = int(m[2]), int(m[3])
@@ -210,8 +205,7 @@ def load_runs(log_dir: Path) -> tuple[dict, list[Run], list[str]]:
     cells: dict[tuple, list[Run]] = {}
     for key in sorted(newest, key=lambda k: (k[:4], k[4] if k[4] is not None else -1)):
         cells.setdefault(key[:4], []).append(newest[key])
-    kept = {id(r) for r in newest.values()}
-    return cells, [r for r in runs if id(r) not in kept], skipped
+    return cells, [r for r in runs if r not in newest.values()], skipped  # Run compares by identity
 
 
 def mean(values) -> float | None:
@@ -253,21 +247,15 @@ def fmt_ctx(seq_len: int) -> str:
 
 def gpu_order(cells: dict) -> list[str]:
     """GPU models, the newest (highest compute capability, then name) first."""
-    caps = {}
-    for (gpu, *_), runs in cells.items():
-        caps[gpu] = max(caps.get(gpu, (0, 0)), runs[0].capability)
+    caps = {gpu: max(rs[0].capability for (g, *_), rs in cells.items() if g == gpu) for gpu, *_ in cells}
     return sorted(caps, key=lambda g: (caps[g], g), reverse=True)
-
-
-def contexts_of(cells: dict, gpu: str, variant: str) -> list[int]:
-    return sorted({k[2] for k in cells if k[0] == gpu and k[1] == variant})
 
 
 def comparison_rows(cells: dict, gpu: str, variant: str) -> list[dict]:
     """Per context: both models' val_bpb, delta, winner, the equal-step comparison and the published numbers;
     then the crossover row (ours under 'winner', the published study's under 'published delta')."""
     rows, winners = [], {}
-    for ctx in contexts_of(cells, gpu, variant):
+    for ctx in sorted({k[2] for k in cells if k[:2] == (gpu, variant)}):
         base, hyb = cells.get((gpu, variant, ctx, "baseline"), []), cells.get((gpu, variant, ctx, "hybrid"), [])
         b, h = mean(r.final_val_bpb for r in base), mean(r.final_val_bpb for r in hyb)
         winners[ctx] = winner(base, hyb) if base and hyb else "–"
@@ -307,7 +295,7 @@ HEADLINE_COLUMNS = ["context", "seeds b/h", "baseline", "hybrid", "delta", "winn
 def headline_block(cells: dict, submission_line: str, source: str) -> list[str]:
     lines = [f"Generated by `scripts/report.py` from `{source}/`; full tables: [RESULTS.md](RESULTS.md).", ""]
     for gpu in gpu_order(cells):
-        if contexts_of(cells, gpu, DEFAULT_VARIANT):
+        if sorted({k[2] for k in cells if k[:2] == (gpu, DEFAULT_VARIANT)}):
             lines += [f"### {gpu}: final val_bpb (int8 round trip), default settings", ""]
             lines += table(comparison_rows(cells, gpu, DEFAULT_VARIANT), HEADLINE_COLUMNS)
     lines += [f"![val_bpb vs time](figures/{PLOT_TIME})", "", f"![ms/step vs context](figures/{PLOT_SPEED})", "",
@@ -348,7 +336,7 @@ def results_lines(cells: dict, unscored: list[Run], skipped: list[str]) -> list[
         for n, (d, label) in VARIANT_SETTINGS.items()]) + [""]
     for gpu in gpu_order(cells):
         for variant in sorted({k[1] for k in cells if k[0] == gpu}, key=lambda v: (v != DEFAULT_VARIANT, v)):
-            contexts = contexts_of(cells, gpu, variant)
+            contexts = sorted({k[2] for k in cells if k[:2] == (gpu, variant)})
             lines += [f"## {gpu}, variant {variant}", ""]
             lines += table([model_row(ctx, m, cells[(gpu, variant, ctx, m)]) for ctx in contexts for m in MODELS
                             if (gpu, variant, ctx, m) in cells], MODEL_COLUMNS)
@@ -361,12 +349,28 @@ def results_lines(cells: dict, unscored: list[Run], skipped: list[str]) -> list[
                 lines += markdown_table(["step"] + list(MODELS), [
                     [s] + [fmt(step_mean(rs, s)) if rs and s in common_steps(rs) else "–" for rs in by_model.values()]
                     for s in steps]) + [""]
+        for ctx in sorted({k[2] for k in cells if k[0] == gpu}):
+            if len(rows := decomposition_rows(cells, gpu, ctx)) > 1:
+                lines += [f"## {gpu}, {fmt_ctx(ctx)}: the margin by variant", ""]
+                lines += markdown_table(["variant", "delta", "spread baseline", "spread hybrid",
+                                         "delta - default's delta"], rows) + [""]
     if unscored or skipped:
         lines += ["## Runs not scored", ""]
         lines += markdown_table(["log", "status"], [
             [r.file, "superseded by a newer run" if r.final_val_bpb is not None else "incomplete"] for r in unscored]
             + [s.split(": ", 1) for s in skipped]) + [""]
     return lines
+
+
+def decomposition_rows(cells: dict, gpu: str, ctx: int) -> list[list]:
+    """Per variant at one GPU and context: delta, both seed spreads, and what its settings change in the delta."""
+    def delta(variant: str) -> float | None:
+        b, h = (mean(r.final_val_bpb for r in cells.get((gpu, variant, ctx, m), [])) for m in MODELS)
+        return None if b is None or h is None else h - b
+    variants = sorted({k[1] for k in cells if k[:1] == (gpu,) and k[2] == ctx}, key=lambda v: (v != DEFAULT_VARIANT, v))
+    default = delta(DEFAULT_VARIANT)
+    return [[v, fmt(delta(v), sign="+"), *(fmt(spread(cells.get((gpu, v, ctx, m), []))) for m in MODELS),
+             fmt(None if default is None or delta(v) is None else delta(v) - default, sign="+")] for v in variants]
 
 
 def build_submission(cells: dict, headline_ctx: int) -> tuple[dict | None, str]:
@@ -427,11 +431,6 @@ def render_plots(cells: dict) -> dict[str, bytes]:
             ax.plot(ctxs, [mean(r.ms_per_step for r in cells[(gpu, variant, c, model)]) for c in ctxs],
                     "-" if variant == DEFAULT_VARIANT else "--", marker="o", color=COLORS[model][n % 4],
                     label=f"{model} [{gpu}, {variant}]")
-        for model in MODELS:
-            pts = [c for c in sorted(PUBLISHED_MS_PER_STEP[model]) if c in contexts]
-            if pts:
-                ax.plot(pts, [PUBLISHED_MS_PER_STEP[model][c] for c in pts], ":", marker="x", color=COLORS[model][1],
-                        label=f"{model} (published)")
         ax.set_xscale("log", base=2)
         ax.set_xticks(contexts, [str(c) for c in contexts])
         ax.minorticks_off()

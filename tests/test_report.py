@@ -307,3 +307,24 @@ def test_logs_without_out_is_one_error_line_and_writes_nothing(tmp_path):
     result = run_cli("--logs", tmp_path / "missing", "--out", tmp_path / "out")
     assert result.returncode != 0 and result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_fits_column_marks_an_artifact_over_the_limit(tmp_path):
+    write_log(tmp_path, "baseline", 32768, 1, 1.50, new_artifact=True, bytes_model=15_920_000)  # + 80,000 code: fits
+    write_log(tmp_path, "hybrid", 32768, 1, 1.40, new_artifact=True, bytes_model=15_920_001)  # one byte over
+    cells, _, _ = report.load_runs(tmp_path)
+    assert report.comparison_rows(cells, H100, "default")[0]["fits 16 MB b/h"] == "yes/no"
+
+
+def test_decomposition_gives_each_variants_delta_spreads_and_change_from_default(tmp_path):
+    rotary = {"rotary_positions_bf16": "True"}
+    for seed, b, h, bb, hb in ((1, 1.50, 1.40, 1.52, 1.45), (2, 1.52, 1.41, 1.53, 1.47)):
+        write_log(tmp_path, "baseline", 32768, seed, b)
+        write_log(tmp_path, "hybrid", 32768, seed, h)
+        write_log(tmp_path, "baseline", 32768, seed, bb, config=rotary, stamp="20261201_130000")
+        write_log(tmp_path, "hybrid", 32768, seed, hb, config=rotary, stamp="20261201_130000")
+    cells, _, _ = report.load_runs(tmp_path)
+    rows = {row[0]: row[1:] for row in report.decomposition_rows(cells, H100, 32768)}
+    # default: 1.405 - 1.51 = -0.105; bf16 rotary: 1.46 - 1.525 = -0.065, i.e. +0.040 against the default
+    assert rows["default"] == ["-0.1050", "0.0200", "0.0100", "+0.0000"]
+    assert rows["bf16 rotary"] == ["-0.0650", "0.0100", "0.0200", "+0.0400"]
