@@ -1,8 +1,8 @@
 """
 train_gpt.py: the Parameter Golf full-attention baseline for long-context runs.
 
-A 9-block GPT (width 512, 8 query / 4 KV heads, relu^2 MLP, tied embeddings, U-Net skips): the
-competition's baseline architecture, with every block's mixer causal attention.
+The competition's baseline GPT: 9 blocks, width 512, 8 query / 4 KV heads, relu^2 MLP, tied embeddings, U-Net
+skips, causal attention in every block.
 
 Trained with Muon + Adam under a wall-clock budget, then scored by val_bpb after an int8 round trip of the
 weights (the smaller of zlib and lzma ships). Configured by environment variables only (Hyperparameters);

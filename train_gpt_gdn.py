@@ -1,9 +1,8 @@
 """
 train_gpt_gdn.py: the Parameter Golf hybrid for long-context runs: Gated DeltaNet + full attention.
 
-The baseline's GPT with Gated DeltaNet mixers in the blocks GDN_LAYERS (default 0,1,2,4,5,6,8; blocks 3 and 7
-keep causal attention) and MODEL_DIM 448, so both have about the same parameter count. On CUDA with fla-core
-0.6.0 the GDN layers run fla's kernels; elsewhere the same maths in PyTorch.
+The baseline's GPT with Gated DeltaNet mixers in blocks GDN_LAYERS (default 0,1,2,4,5,6,8; 3 and 7 attend) at
+MODEL_DIM 448, the baseline's parameter count; on CUDA with fla-core 0.6.0 the GDN layers run fla's kernels.
 
 Trained with Muon + Adam under a wall-clock budget, then scored by val_bpb after an int8 round trip of the
 weights (the smaller of zlib and lzma ships). Configured by environment variables only (Hyperparameters);
@@ -143,8 +142,7 @@ class Hyperparameters:
         self.gdn_head_dim_ratio = env_value(env, "GDN_HEAD_DIM_RATIO", 0.75, float)  # key head dim / attention head dim
         self.gdn_expand_v = env_value(env, "GDN_EXPAND_V", 2.0, float)  # value head dim / key head dim
         self.gdn_conv_size = env_value(env, "GDN_CONV_SIZE", 4, int)
-        # Faster-shape variants (0 = derived as published): GDN heads, and key head dim (e.g. 4 x 64).
-        self.gdn_heads = env_value(env, "GDN_HEADS", 0, int)
+        self.gdn_heads = env_value(env, "GDN_HEADS", 0, int)  # shape variants, e.g. 4 heads of key dim 64; 0 = derived
         self.gdn_key_dim = env_value(env, "GDN_KEY_DIM", 0, int)
         self.gdn_backend = env_value(env, "GDN_BACKEND", "auto", str).lower()
         # Published numerics: GDN conv weights kept in bf16 and updated by Adam in bf16 (no fp32 master copy).
@@ -628,9 +626,9 @@ class MLP(nn.Module):
 # Gated DeltaNet (Yang et al., 2024), as in Olmo Hybrid. Per head, with a K x V state S:
 #   S_t = exp(g_t) S_{t-1};  S_t += beta_t k_t (v_t - k_t^T S_t)^T;  o_t = scale * q_t^T S_t
 # beta_t = 2 sigmoid(b_t) in (0, 2), so (I - beta k k^T) can have a negative eigenvalue, and
-# g_t = -exp(A_log) softplus(a_t + dt_bias) < 0. Two backends: "fla" (CUDA with fla-core 0.6.0: its
-# chunked Triton/TileLang kernels) and "torch" (the same maths in PyTorch, chunked). The step-by-step
-# fp32 recurrence that both are checked against lives in tests/gdn_reference.py.
+# g_t = -exp(A_log) softplus(a_t + dt_bias) < 0. Backends: "fla" (CUDA, fla-core 0.6.0's chunked Triton/TileLang
+# kernels) and "torch" (the same maths in PyTorch, chunked); both are checked against the step-by-step fp32
+# recurrence in tests/gdn_reference.py.
 
 MIXER_FP32_NAME_PATTERNS: tuple[str, ...] = ("A_log", "dt_bias")
 GDN_BACKENDS = ("auto", "fla", "torch")
@@ -642,8 +640,7 @@ FLA_CORE_VERSION = "0.6.0"
 
 
 def env_int_list(env: dict, name: str, default: list[int]) -> list[int]:
-    """A comma-separated list; set but empty means none, not the default."""
-    raw = env.get(name, ",".join(map(str, default))).replace(" ", "")
+    raw = env.get(name, ",".join(map(str, default))).replace(" ", "")  # set but empty: none, not the default
     try:
         return [int(part) for part in raw.split(",") if part != ""]
     except ValueError:
@@ -676,9 +673,7 @@ def fla_available() -> bool:
 
 
 def gdn_backend_for(h: Hyperparameters) -> str:
-    if h.gdn_backend == "auto":
-        return "fla" if fla_available() else "torch"
-    return h.gdn_backend
+    return ("fla" if fla_available() else "torch") if h.gdn_backend == "auto" else h.gdn_backend
 
 
 def mixer_config_checks(h: Hyperparameters) -> list[tuple[bool, str]]:
@@ -796,8 +791,7 @@ class GatedDeltaRuleKeepStates(torch.autograd.Function):
         do = do.contiguous()
         scale = ctx.scale
         with fla_device(q):
-            # fla's chunk_gated_delta_rule_bwd from its chunk_bwd_dv_local on: the recompute before it is
-            # what the forward kept.
+            # fla's chunk_gated_delta_rule_bwd from chunk_bwd_dv_local on; the forward kept what it recomputes.
             dv = chunk_bwd_dv_local(q=q, k=k, g=g_cumsum, do=do, scale=scale, chunk_size=GDN_CHUNK_SIZE)
             dh, _, dv = chunk_gated_delta_rule_bwd_dhu(q=q, k=k, w=w, g=g_cumsum, h0=None, dht=None, do=do, dv=dv,
                                                        scale=scale, chunk_size=GDN_CHUNK_SIZE)
@@ -812,9 +806,8 @@ class GatedDeltaRuleKeepStates(torch.autograd.Function):
 
 @torch.compiler.disable  # dynamo would trace into fla's Python and recompile it per layer
 def gated_delta_rule_fla(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor, scale: float) -> Tensor:
-    """The fla backend; shapes as gated_delta_rule_chunked. g goes in fp32, beta (already 2*sigmoid(b)) in q's
-    dtype, as fla's wrapper takes them: the kernel's own beta activation stays off (fla >= 0.5.1 accepts
-    allow_neg_eigval only with it)."""
+    """The fla backend; shapes as gated_delta_rule_chunked. g in fp32, beta (already 2*sigmoid(b)) in q's dtype, as
+    fla's wrapper takes them; fla's own beta activation stays off (its allow_neg_eigval now requires it on)."""
     return GatedDeltaRuleKeepStates.apply(q, k, v, g.float(), beta.to(q.dtype), scale)
 
 
@@ -905,8 +898,7 @@ def mixer_log_lines(h: Hyperparameters) -> list[str]:
 
 
 def mixer_compile_fullgraph(h: Hyperparameters) -> bool:
-    # fla's kernels are opaque to dynamo: compile around them (graph breaks).
-    return not (h.gdn_layers and gdn_backend_for(h) == "fla")
+    return not (h.gdn_layers and gdn_backend_for(h) == "fla")  # fla's kernels are opaque to dynamo: graph breaks
 
 
 # -----------------------------
