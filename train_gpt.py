@@ -13,7 +13,6 @@ the mixer and what it needs.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import glob
 import hashlib
@@ -1103,7 +1102,7 @@ def main() -> None:
     if master:
         blobs = compress_int8(base_model.state_dict())
         chosen = min(blobs, key=lambda name: len(blobs[name]))
-        log0(f"artifact_sizes: " + " ".join(f"{name}:{len(blob)}" for name, blob in blobs.items()) + f" chosen:{chosen}")
+        log0("artifact_sizes: " + " ".join(f"{name}:{len(blob)}" for name, blob in blobs.items()) + f" chosen:{chosen}")
         blob = blobs[chosen]
         artifact_path.parent.mkdir(parents=True, exist_ok=True)
         tmp_path = artifact_path.with_suffix(".tmp")

@@ -13,7 +13,6 @@ the mixer and what it needs.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import glob
 import hashlib
@@ -747,6 +746,7 @@ def gated_delta_rule_chunked(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: T
 def fla_device(t: Tensor):
     """fla's kernels launch on the current CUDA device, so calls run under t's device; a CPU tensor (Triton's
     interpreter, in the tests) has none to set."""
+    import contextlib  # here, not at the top: the trainers' shared imports stay identical
     return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
@@ -828,10 +828,9 @@ def causal_conv_silu(x: Tensor, weight: Tensor, backend: str) -> Tensor:
 
 
 class GatedDeltaNet(nn.Module):
-    """The GDN mixer, laid out like fla's GatedDeltaNet layer: projections, short convolutions on q, k, v,
-    the gated delta rule, a per-head RMSNorm and an output gate. The six input projections run as one
-    matmul and the three convolutions as one (depthwise, so stacking the filters changes nothing): the
-    parameters stay separate, so the state_dict and Muon's per-matrix updates are those of six layers."""
+    """The GDN mixer, laid out like fla's GatedDeltaNet layer: projections, short convolutions on q, k, v, the gated
+    delta rule, a per-head RMSNorm and an output gate. The six input projections run as one matmul and the three
+    convolutions as one (depthwise: stacked filters change nothing); the parameters stay those of six layers."""
 
     def __init__(self, dim: int, num_heads: int, key_dim: int, value_dim: int, conv_size: int, backend: str):
         super().__init__()
@@ -1366,7 +1365,7 @@ def main() -> None:
     if master:
         blobs = compress_int8(base_model.state_dict())
         chosen = min(blobs, key=lambda name: len(blobs[name]))
-        log0(f"artifact_sizes: " + " ".join(f"{name}:{len(blob)}" for name, blob in blobs.items()) + f" chosen:{chosen}")
+        log0("artifact_sizes: " + " ".join(f"{name}:{len(blob)}" for name, blob in blobs.items()) + f" chosen:{chosen}")
         blob = blobs[chosen]
         artifact_path.parent.mkdir(parents=True, exist_ok=True)
         tmp_path = artifact_path.with_suffix(".tmp")

@@ -49,7 +49,7 @@ def write_log(folder: Path, model: str, ctx: int, seed: int, val_bpb: float | No
                   f"step:{step}/20000 val_loss:3.0 val_bpb:{bpb + (0.01 if model == 'hybrid' else 0)} "
                   f"train_time:{step * 600}ms step_avg:600.00ms"]
     if val_bpb is not None:
-        lines += [f"step:250/20000 train_loss:2.5 train_time:150000ms step_avg:600.00ms",
+        lines += ["step:250/20000 train_loss:2.5 train_time:150000ms step_avg:600.00ms",
                   f"step:250/20000 val_loss:2.4 val_bpb:{val_bpb} train_time:150000ms step_avg:600.00ms",
                   "train_tokens_seen:131072000 epochs:0.927", "peak memory allocated: 40000 MiB reserved: 50000 MiB"]
         if new_artifact:
