@@ -21,9 +21,9 @@ is encoded as BOS (id 1) followed by its tokens. Outputs, under --output-root:
 Shards use the competition's format (see shard_format.py). Every file is written under a
 temporary hidden name in its folder and renamed when complete, manifest.json last, so an
 interrupted run leaves nothing that looks finished; a run stopped by SIGKILL cannot clean up, so the
-next run of the same dataset removes the temporary files it left. SIGINT exits 130, SIGTERM 143. The same inputs and settings give
-byte-identical outputs whatever --workers is. Bad input stops the run with one "error: ..."
-line on stderr and exit status 2 before anything is written.
+next run of the same dataset removes the temporary files it left. SIGINT exits 130, SIGTERM 143. The
+same inputs and settings give byte-identical outputs whatever --workers is. Bad input stops the run
+with one "error: ..." line on stderr and exit status 2 before anything is written.
 """
 
 from __future__ import annotations
