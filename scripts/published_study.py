@@ -58,3 +58,7 @@ def markdown_table(header: list[str], rows: list[list]) -> list[str]:
     lines = ["| " + " | ".join(cell(c) for c in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
     return lines
+
+
+if __name__ == "__main__":  # the published arm as settings: env $(python3 scripts/published_study.py) ./run_...
+    print(" ".join(f"{key}={value}" for key, value in PUBLISHED_ARM.items()))

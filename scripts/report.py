@@ -4,9 +4,8 @@
     python3 scripts/report.py                       # logs_experiment/ -> README block, RESULTS.md, figures/, ...
     python3 scripts/report.py --logs DIR --out OUT  # other logs: all outputs under OUT, the repo untouched
 
-Reads every *.txt trainer log and the launcher's RUN_ID.gpu.csv beside it. Cells: GPU model, variant (from
-VARIANT_SETTINGS only; a setting an old log lacks is its default), context, model; per (cell, seed) the newest
-finished run counts. A winner is called only where |delta| exceeds both models' seed spread. Same logs, same bytes.
+Reads every *.txt trainer log and the RUN_ID.gpu.csv beside it. Cells: GPU, variant (VARIANT_SETTINGS only; a setting
+an old log lacks is its default), context, model; the newest finished run per seed counts. Same logs, same bytes.
 """
 
 from __future__ import annotations
@@ -40,8 +39,8 @@ SUBMISSION_BYTE_LIMIT = 16_000_000  # the competition's limit on trainer code + 
 VARIANT_SETTINGS = {
     "num_layers": (9, "shape"), "model_dim": ({"baseline": 512, "hybrid": 448}, "shape"),
     "num_heads": (8, "shape"), "num_kv_heads": (4, "shape"), "mlp_mult": (2, "shape"),
-    "gdn_layers": ([0, 1, 2, 4, 5, 6, 8], "shape"), "gdn_heads": (0, "shape"), "gdn_key_dim": (0, "shape"),
-    "gdn_head_dim_ratio": (0.75, "shape"), "gdn_expand_v": (2.0, "shape"),
+    "gdn_layers": ([0, 1, 2, 4, 5, 6, 8], "gdn shape"), "gdn_heads": (0, "gdn shape"), "gdn_key_dim": (0, "gdn shape"),
+    "gdn_head_dim_ratio": (0.75, "gdn shape"), "gdn_expand_v": (2.0, "gdn shape"),
     "matrix_lr": (0.02, "lr"), "scalar_lr": (0.02, "lr"), "tied_embed_lr": (0.03, "lr"),
     "muon_momentum": (0.99, "momentum"), "muon_momentum_warmup_start": (0.92, "momentum"),
     "warmdown_frac": (0.36, "schedule"), "muon_momentum_warmup_frac": (0.18, "schedule"),
@@ -62,6 +61,7 @@ RE = {name: re.compile(pattern) for name, pattern in {
              r"within_limit:(True|False)",
     "final": r"^final_int8_zlib_roundtrip_exact val_loss:(\S+) val_bpb:(\S+)",
     "monitor": r"^gpu_monitor: samples:\d+ sm_mhz:(\d+) \S+ power_w:(\d+)",
+    "smi_row": r"(?m)^[^,\n]*, *([\d.]+), *([\d.]+), *([\d.]+)",  # header and [N/A] rows do not match
     "cuda": r"^cuda:\S+ device:(.+?) capability:\((\d+), (\d+)\)", "cpu": r"^device:cpu\b",
     "smi_date": r"^(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) \w{3} +\d+ \d\d:\d\d:\d\d \d{4}", "id_date": r"(\d{8}_\d{6})",
 }.items()}
@@ -123,14 +123,9 @@ def literal(text: str):
 
 def gpu_csv_medians(path: Path) -> tuple[float | None, float | None]:
     """Median SM MHz and power (W) over nvidia-smi rows (time, utilization %, MHz, W, ...) at >= 50% utilization."""
-    rows = []
-    for row in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        try:
-            rows.append([float(cell) for cell in row.split(",")[1:4]])
-        except ValueError:
-            continue
-    busy = [r for r in rows if len(r) == 3 and r[0] >= 50]
-    return (median(r[1] for r in busy), median(r[2] for r in busy)) if busy else (None, None)
+    rows = (map(float, m.groups()) for m in RE["smi_row"].finditer(path.read_text(encoding="utf-8", errors="replace")))
+    busy = [(mhz, watts) for utilization, mhz, watts in rows if utilization >= 50]
+    return (median(b[0] for b in busy), median(b[1] for b in busy)) if busy else (None, None)
 
 
 # Log lines that set Run attributes: regex name -> (attribute, conversion) per group; None skips a group.
@@ -221,9 +216,8 @@ def winner(base: list[Run], hybrid: list[Run]) -> str:
     if len(base) < 2 or len(hybrid) < 2:
         return "1 seed"
     delta = mean(r.final_val_bpb for r in hybrid) - mean(r.final_val_bpb for r in base)
-    if abs(delta) <= max(spread(base), spread(hybrid)):
-        return "within seed noise"
-    return "hybrid" if delta < 0 else "baseline"
+    noise = abs(delta) <= max(spread(base), spread(hybrid))
+    return "within seed noise" if noise else "hybrid" if delta < 0 else "baseline"
 
 
 def crossover_text(winners: dict[int, str]) -> str:
@@ -251,12 +245,18 @@ def gpu_order(cells: dict) -> list[str]:
     return sorted(caps, key=lambda g: (caps[g], g), reverse=True)
 
 
+def pair(cells: dict, gpu: str, variant: str, ctx: int) -> tuple[list, list]:
+    """(baseline runs, hybrid runs) of a variant; a baseline has no GDN settings, so it pairs without their labels."""
+    base_variant = "+".join(v for v in variant.split("+") if v not in ("gdn shape", "bf16 conv")) or DEFAULT_VARIANT
+    return cells.get((gpu, base_variant, ctx, "baseline"), []), cells.get((gpu, variant, ctx, "hybrid"), [])
+
+
 def comparison_rows(cells: dict, gpu: str, variant: str) -> list[dict]:
     """Per context: both models' val_bpb, delta, winner, the equal-step comparison and the published numbers;
     then the crossover row (ours under 'winner', the published study's under 'published delta')."""
     rows, winners = [], {}
     for ctx in sorted({k[2] for k in cells if k[:2] == (gpu, variant)}):
-        base, hyb = cells.get((gpu, variant, ctx, "baseline"), []), cells.get((gpu, variant, ctx, "hybrid"), [])
+        base, hyb = pair(cells, gpu, variant, ctx)
         b, h = mean(r.final_val_bpb for r in base), mean(r.final_val_bpb for r in hyb)
         winners[ctx] = winner(base, hyb) if base and hyb else "–"
         shared = common_steps(base) & common_steps(hyb)
@@ -328,9 +328,9 @@ def model_row(ctx: int, model: str, runs: list[Run]) -> dict:
 
 
 def results_lines(cells: dict, unscored: list[Run], skipped: list[str]) -> list[str]:
-    lines = ["# Results", "", "Generated by `scripts/report.py` from the trainer logs. val_bpb: final int8 round trip "
-             "(mean over seeds); spread: max - min over seeds; delta: hybrid - baseline; a winner is called only where "
-             "|delta| exceeds both models' spread.", "", "## Variants", ""]
+    lines = ["# Results", "", "Generated by `scripts/report.py` from the trainer logs. val_bpb: final int8 round trip, "
+             "mean over seeds; spread: max - min; delta: hybrid - baseline; a winner only if |delta| > both spreads.",
+             "", "## Variants (a hybrid's label pairs with the baseline's without the GDN labels)", ""]
     lines += markdown_table(["setting", "default", "variant label"], [
         [n, d if not callable(d) else "by context (393216 up to 16k, else 524288)", label]
         for n, (d, label) in VARIANT_SETTINGS.items()]) + [""]
@@ -365,11 +365,12 @@ def results_lines(cells: dict, unscored: list[Run], skipped: list[str]) -> list[
 def decomposition_rows(cells: dict, gpu: str, ctx: int) -> list[list]:
     """Per variant at one GPU and context: delta, both seed spreads, and what its settings change in the delta."""
     def delta(variant: str) -> float | None:
-        b, h = (mean(r.final_val_bpb for r in cells.get((gpu, variant, ctx, m), [])) for m in MODELS)
+        b, h = (mean(r.final_val_bpb for r in runs) for runs in pair(cells, gpu, variant, ctx))
         return None if b is None or h is None else h - b
-    variants = sorted({k[1] for k in cells if k[:1] == (gpu,) and k[2] == ctx}, key=lambda v: (v != DEFAULT_VARIANT, v))
+    hybrids = {k[1] for k in cells if k[0] == gpu and k[2:] == (ctx, "hybrid")}  # a baseline pairs through pair()
+    variants = sorted(hybrids, key=lambda v: (v != DEFAULT_VARIANT, v))
     default = delta(DEFAULT_VARIANT)
-    return [[v, fmt(delta(v), sign="+"), *(fmt(spread(cells.get((gpu, v, ctx, m), []))) for m in MODELS),
+    return [[v, fmt(delta(v), sign="+"), *(fmt(spread(runs)) for runs in pair(cells, gpu, v, ctx)),
              fmt(None if default is None or delta(v) is None else delta(v) - default, sign="+")] for v in variants]
 
 

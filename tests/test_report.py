@@ -328,3 +328,25 @@ def test_decomposition_gives_each_variants_delta_spreads_and_change_from_default
     # default: 1.405 - 1.51 = -0.105; bf16 rotary: 1.46 - 1.525 = -0.065, i.e. +0.040 against the default
     assert rows["default"] == ["-0.1050", "0.0200", "0.0100", "+0.0000"]
     assert rows["bf16 rotary"] == ["-0.0650", "0.0100", "0.0200", "+0.0400"]
+
+
+def test_hybrid_only_settings_pair_with_the_baseline_without_them(tmp_path):
+    """The published arm: both models with bf16 rotary positions, the hybrid also with bf16 GDN convolutions (a
+    baseline has none); the two pair in one cell, and the decomposition takes them against the default pair."""
+    rotary, both = {"rotary_positions_bf16": "True"}, {"rotary_positions_bf16": "True", "gdn_conv_bf16": "True"}
+    write_log(tmp_path, "baseline", 32768, 1, 1.50)
+    write_log(tmp_path, "hybrid", 32768, 1, 1.40)
+    write_log(tmp_path, "baseline", 32768, 1, 1.52, config=rotary, stamp="20261201_130000")
+    write_log(tmp_path, "hybrid", 32768, 1, 1.47, config=both, stamp="20261201_130000")
+    cells, _, _ = report.load_runs(tmp_path)
+    base, hyb = report.pair(cells, H100, "bf16 rotary+bf16 conv", 32768)
+    assert [r.final_val_bpb for r in base] == [1.52] and [r.final_val_bpb for r in hyb] == [1.47]
+    rows = {row[0]: row[1:] for row in report.decomposition_rows(cells, H100, 32768)}
+    assert rows == {"default": ["-0.1000", "–", "–", "+0.0000"],
+                    "bf16 rotary+bf16 conv": ["-0.0500", "–", "–", "+0.0500"]}
+
+
+def test_published_study_prints_the_published_arm_as_settings():
+    out = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "published_study.py")], capture_output=True,
+                         text=True, check=True).stdout
+    assert dict(item.split("=", 1) for item in out.split()) == published_study.PUBLISHED_ARM
