@@ -49,7 +49,7 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO_ROOT / "scripts"), str(REPO_ROOT)]  # the shared scripts, then the trainers
-from compare_losses import OneLineErrors, parse_arm, parse_env  # noqa: E402  (one syntax for both scripts)
+from compare_losses import OneLineErrors, bad_input, parse_arm, parse_env  # noqa: E402  (one syntax for both scripts)
 from published_study import (PUBLISHED_GRAD_ACCUM, PUBLISHED_KERNELS, PUBLISHED_MS_PER_STEP,  # noqa: E402
                              crossover, markdown_table, published_batch_tokens)
 
@@ -268,8 +268,9 @@ RUN_HEADER = ["model", "context", "arm", "settings", "micro-steps", "ms/step med
 
 
 def run_rows(doc: dict) -> list[list[str]]:
-    rows = []
+    rows, first_arm = [], {}
     for r in doc["results"]:
+        first_arm.setdefault((r["model"], r["context"]), r["arm"])  # the reference of the paired ratios
         head = [r["model"], str(r["context"]), r["arm"], settings_text(r["settings"]),
                 fmt(r.get("grad_accum_steps"), "d")]
         if r["status"] != "ok":
@@ -278,9 +279,10 @@ def run_rows(doc: dict) -> list[list[str]]:
         stats, ratio, on_cuda = block_stats(r["block_ms_per_step"]), r.get("ratio_vs_reference"), "peak_mem_gib" in r
         seconds = stats["median"] / 1000.0
         pub = None if doc["settings"]["tiny"] else PUBLISHED_MS_PER_STEP[r["model"]].get(r["context"])
+        reference = r["arm"] == first_arm[(r["model"], r["context"])]
         rows.append(head + [ms_cell(stats), f"{r['batch_tokens'] / seconds:,.0f}", fmt(r.get("peak_mem_gib"), ".2f"),
                             f"{100 * r['flops_per_step'] / seconds / PEAK_FLOPS:.1f}%" if on_cuda else "-",
-                            "reference" if ratio is None else
+                            "reference" if reference else "-" if ratio is None else
                             f"{ratio['median']:.3f} ({ratio['min']:.3f}-{ratio['max']:.3f})",
                             fmt(pub, ".0f"), "-" if pub is None else f"{stats['median'] / pub:.2f}"])
     return rows
@@ -297,11 +299,11 @@ def run_benchmark(args, argv: list[str]) -> int:
     arms = [(name, {**dict(args.env), **own}) for name, own in (args.arm or [("default", {})])]
     models = [m for m in args.models.split(",") if m]
     if len({name for name, _ in arms}) != len(arms):
-        raise SystemExit("error: --arm names must differ; give each arm its own NAME")
+        bad_input("--arm names must differ; give each arm its own NAME")
     if not models or set(models) - set(MODELS):
-        raise SystemExit(f"error: --models {args.models!r}: choose from {','.join(MODELS)}")
+        bad_input(f"--models {args.models!r}: choose from {','.join(MODELS)}")
     if args.warmup < 0 or args.steps < 1 or args.repeats < 1:
-        raise SystemExit("error: --warmup must be >= 0, --steps and --repeats >= 1")
+        bad_input("--warmup must be >= 0, --steps and --repeats >= 1")
     use_cuda = not args.tiny and torch.cuda.is_available()
     device = torch.device("cuda", 0) if use_cuda else torch.device("cpu")
     if args.tiny:
@@ -340,13 +342,13 @@ def load_results(paths: list[str]) -> list[dict]:
     for shown in sorted(set(paths)):
         path = REPO_ROOT / shown
         if not path.is_file():
-            raise SystemExit(f"error: {shown}: no such results file; restore it or remove it from COMPUTE_SOURCES")
+            bad_input(f"{shown}: no such results file; restore it or remove it from COMPUTE_SOURCES")
         doc = json.loads(path.read_text(encoding="utf-8"))
         problems = ([f"schema {doc.get('schema')!r}, not {SCHEMA}"] if doc.get("schema") != SCHEMA else
                     [f"a result lacks {key}" for r in doc["results"] for key in
                      ("model", "context", "arm", "settings", "status", "block_ms_per_step") if key not in r])
         if problems:
-            raise SystemExit(f"error: {shown}: {problems[0]}; measure it again with this script")
+            bad_input(f"{shown}: {problems[0]}; measure it again with this script")
         results += [dict(r, source=shown, device_name=doc["environment"]["device_name"], tiny=doc["settings"]["tiny"],
                          torch=doc["environment"]["torch"]) for r in doc["results"]]
     return results

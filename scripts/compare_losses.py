@@ -40,11 +40,17 @@ from published_study import markdown_table  # noqa: E402
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def bad_input(message: str):
+    """Bad input: one line `error: ...` on stderr and exit status 2 (argparse's status for bad arguments)."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 class OneLineErrors(argparse.ArgumentParser):
-    """Bad input: one line `error: ...` and exit status 2, no usage block."""
+    """Bad arguments: one `error:` line (bad_input), no usage block."""
 
     def error(self, message: str):
-        sys.exit(f"error: {message}; see --help")
+        bad_input(f"{message}; see --help")
 
 
 def existing_file(text: str, what: str) -> Path:
@@ -52,7 +58,7 @@ def existing_file(text: str, what: str) -> Path:
     for path in (Path(text), REPO_ROOT / text):
         if path.is_file():
             return path.resolve()
-    raise SystemExit(f"error: {what} {text}: no such file; give the path of an existing file")
+    bad_input(f"{what} {text}: no such file; give the path of an existing file")
 
 
 def parse_arm(text: str) -> tuple[str, dict[str, str]]:
@@ -67,6 +73,8 @@ def parse_env(text: str, where: str = "--env") -> tuple[str, str]:
     key, eq, value = text.partition("=")
     if not eq or not key:
         raise argparse.ArgumentTypeError(f"{where}: {text!r} is not KEY=VALUE")
+    if key == "NPROC" and not value.isdigit():
+        raise argparse.ArgumentTypeError(f"{where}: NPROC={value} is not a number of processes")
     return key, value
 
 
@@ -75,23 +83,26 @@ def run_arm(trainer: Path, name: str, env: dict[str, str], own: dict[str, str], 
     """One fresh trainer process with env (shared settings and the arm's own, `own`); its log read back.
     NPROC=N starts it with torchrun on N processes; TRAINER=PATH runs that file instead of `trainer`."""
     env = dict(env)
-    nproc = int(env.pop("NPROC", "0"))
+    nproc = env.pop("NPROC", "0")  # digits: parse_env checked
     trainer = existing_file(env.pop("TRAINER"), f"arm {name}: TRAINER") if "TRAINER" in env else trainer
     run_id = f"compare_{name}_{time.strftime('%Y%m%d_%H%M%S')}_{os.getpid()}"
     full_env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     full_env.update(env)
     full_env.update({"RUN_ID": run_id, "LOG_DIR": str(log_dir)})
-    if nproc:
+    if int(nproc):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", str(trainer)]
     else:
         cmd = [sys.executable, str(trainer)]
     started = time.perf_counter()
-    result = subprocess.run(cmd, cwd=REPO_ROOT, env=full_env, capture_output=True, text=True, timeout=timeout_s)
+    try:
+        result = subprocess.run(cmd, cwd=REPO_ROOT, env=full_env, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        bad_input(f"arm {name} ran past --timeout {timeout_s:g} s; raise --timeout or run fewer --steps")
     wall_s = time.perf_counter() - started
     log_path = log_dir / f"{run_id}.txt"
     if result.returncode != 0 or not log_path.is_file():
         print((result.stderr or result.stdout)[-2000:], file=sys.stderr)
-        raise SystemExit(f"error: arm {name} failed (exit {result.returncode}, its output above); fix it and rerun")
+        bad_input(f"arm {name} failed (exit {result.returncode}, its output above); fix it and rerun")
     run = report.parse_log(log_path)
     return {"name": name, "settings": dict(own), "log": str(log_path), "trainer": str(trainer),
             "world_size": run.world_size, "grad_accum_steps": run.grad_accum_steps, "device": run.device,
@@ -111,7 +122,7 @@ def summarize(arms: list[dict], skip_steps: int) -> None:
     for arm in arms:
         n = min(len(arm["losses"]), len(reference["losses"]))
         if n == 0 or arm["steps"][:n] != reference["steps"][:n]:
-            raise RuntimeError(f"arm {arm['name']!r} logged steps {arm['steps'][:n]}, reference {reference['steps'][:n]}")
+            bad_input(f"arm {arm['name']!r} logged steps {arm['steps'][:n]}, the first arm {reference['steps'][:n]}")
         diffs = [abs(a - b) for a, b in zip(arm["losses"][:n], reference["losses"][:n])]
         arm["max_abs_diff"] = max(diffs)
         arm["mean_abs_diff"] = sum(diffs) / n
@@ -146,12 +157,16 @@ def print_tables(arms: list[dict]) -> None:
 def print_saved(path: Path, skip_steps: int) -> int:
     """The tables of a saved --out-json file, recomputed from the losses and step times it holds."""
     if not path.is_file():
-        raise SystemExit(f"error: --from-json {path}: no such file")
-    doc = json.loads(path.read_text(encoding="utf-8"))
-    arms = doc.get("arms") or []
+        bad_input(f"--from-json {path}: no such file")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        arms = doc.get("arms") or []
+        if arms:
+            summarize(arms, skip_steps)
+    except (ValueError, AttributeError, KeyError, TypeError):
+        arms = []
     if not arms:
-        raise SystemExit(f"error: {path} holds no arms (not a compare_losses.py --out-json file?)")
-    summarize(arms, skip_steps)
+        bad_input(f"--from-json {path} holds no arms with losses: not a compare_losses.py --out-json file")
     print(f"trainer {doc.get('trainer')}, {doc.get('steps')} steps, shared settings: "
           + ",".join(f"{k}={v}" for k, v in (doc.get("env") or {}).items()) + f" (from {path})")
     print_tables(arms)

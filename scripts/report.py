@@ -34,8 +34,7 @@ SUBMISSION_BYTE_LIMIT = 16_000_000  # the competition's limit on trainer code + 
 
 # Settings that change the maths: config name -> (default, short variant label). The defaults are the launcher's
 # (scripts/launch_long_context.sh), else the trainers'; a dict gives a per-model default, a callable one per context.
-# A baseline log lacks the gdn_ settings (their defaults). Speed-only settings (fused projections, batched Muon, kept
-# GDN states, compile, automatic micro-steps) are absent.
+# Speed-only settings (fused projections, batched Muon, kept GDN states, compile, auto micro-steps) make no variant.
 VARIANT_SETTINGS = {
     "num_layers": (9, "shape"), "model_dim": ({"baseline": 512, "hybrid": 448}, "shape"),
     "num_heads": (8, "shape"), "num_kv_heads": (4, "shape"), "mlp_mult": (2, "shape"),
@@ -167,11 +166,9 @@ def parse_log(path: Path) -> Run:
                     break
     if not run.run_id:
         raise ValueError("no run_id line after the separator")
-    if "gdn_layers" in run.config:
-        run.model = "hybrid"
+    run.model = "hybrid" if "gdn_layers" in run.config else "baseline"
     run.seq_len = run.seq_len or int(run.config.get("train_seq_len", 0))
-    if run.seed is None and "seed" in run.config:
-        run.seed = int(run.config["seed"])
+    run.seed = run.seed if run.seed is not None else run.config.get("seed")
     run.ms_per_step = run.train[-1][2] if run.train else None
     run.steps = max((p[0] for p in run.train + run.val), default=None)  # the last step (stopped early or not)
     run.val_bpb_by_step = {p[0]: p[2] for p in run.val}
@@ -226,7 +223,7 @@ def crossover_text(winners: dict[int, str]) -> str:
     tail = [c for c in sorted(winners) if not lost or c > lost[-1]]
     wins = [c for c in tail if winners[c] == "hybrid"]
     if not wins:
-        return "none"
+        return "none" if lost else "not called"
     uncalled = [fmt_ctx(c) for c in tail if winners[c] not in MODELS]
     return f"from {fmt_ctx(wins[0])}" + (f" (not called: {', '.join(uncalled)})" if uncalled else "")
 
@@ -245,10 +242,19 @@ def gpu_order(cells: dict) -> list[str]:
     return sorted(caps, key=lambda g: (caps[g], g), reverse=True)
 
 
-def pair(cells: dict, gpu: str, variant: str, ctx: int) -> tuple[list, list]:
-    """(baseline runs, hybrid runs) of a variant; a baseline has no GDN settings, so it pairs without their labels."""
-    base_variant = "+".join(v for v in variant.split("+") if v not in ("gdn shape", "bf16 conv")) or DEFAULT_VARIANT
-    return cells.get((gpu, base_variant, ctx, "baseline"), []), cells.get((gpu, variant, ctx, "hybrid"), [])
+def baseline_variant(variant: str) -> str:  # a baseline has no GDN settings: a hybrid pairs without their labels
+    return "+".join(v for v in variant.split("+") if v not in ("gdn shape", "bf16 conv")) or DEFAULT_VARIANT
+
+
+def pair(cells: dict, gpu: str, v: str, ctx: int) -> tuple[list, list]:  # (baseline runs, hybrid runs) of a variant
+    return cells.get((gpu, baseline_variant(v), ctx, "baseline"), []), cells.get((gpu, v, ctx, "hybrid"), [])
+
+
+def section_variants(cells: dict, gpu: str) -> list[str]:
+    """Every hybrid variant (with its paired baseline), then the baseline variants that no hybrid variant pairs."""
+    hybrids = {k[1] for k in cells if k[0] == gpu and k[3] == "hybrid"}
+    alone = {k[1] for k in cells if k[0] == gpu and k[3] == "baseline"} - {baseline_variant(v) for v in hybrids}
+    return sorted(hybrids | alone, key=lambda v: (v != DEFAULT_VARIANT, v))
 
 
 def comparison_rows(cells: dict, gpu: str, variant: str) -> list[dict]:
@@ -259,8 +265,7 @@ def comparison_rows(cells: dict, gpu: str, variant: str) -> list[dict]:
         base, hyb = pair(cells, gpu, variant, ctx)
         b, h = mean(r.final_val_bpb for r in base), mean(r.final_val_bpb for r in hyb)
         winners[ctx] = winner(base, hyb) if base and hyb else "–"
-        shared = common_steps(base) & common_steps(hyb)
-        step = max(shared) if shared else None
+        step = max(common_steps(base) & common_steps(hyb), default=None)
         eb, eh = (step_mean(base, step), step_mean(hyb, step)) if step is not None else (None, None)
         pb, ph = PUBLISHED_VAL_BPB["baseline"].get(ctx), PUBLISHED_VAL_BPB["hybrid"].get(ctx)
         rows.append({"context": fmt_ctx(ctx), "seeds b/h": f"{len(base)}/{len(hyb)}", "baseline": fmt(b),
@@ -270,16 +275,13 @@ def comparison_rows(cells: dict, gpu: str, variant: str) -> list[dict]:
                      "hybrid at step": fmt(eh), "delta at step": fmt(None if eb is None else eh - eb, sign="+"),
                      "published baseline": fmt(pb), "published hybrid": fmt(ph),
                      "published delta": fmt(None if pb is None or ph is None else ph - pb, sign="+")})
-    published = {c: PUBLISHED_VAL_BPB["hybrid"][c] < PUBLISHED_VAL_BPB["baseline"][c] for c in winners
-                 if c in PUBLISHED_VAL_BPB["hybrid"]}
-    pub_first = crossover(published)[0] if published else None
+    published = {c: PUBLISHED_VAL_BPB["hybrid"][c] < b for c, b in PUBLISHED_VAL_BPB["baseline"].items()}
     rows.append({"context": "crossover", "winner": crossover_text({c: w for c, w in winners.items() if w != "–"}),
-                 "published delta": f"from {fmt_ctx(pub_first)}" if pub_first else "none"})
+                 "published delta": f"from {fmt_ctx(crossover(published)[0])}"})
     return rows
 
 
-def fits(runs: list[Run]) -> str:
-    """Whether every run's artifact (int8 model + trainer code, as logged) is within the 16,000,000-byte limit."""
+def fits(runs: list[Run]) -> str:  # whether every run's artifact (int8 model + code, as logged) is within the limit
     sizes = [r.bytes_model + r.bytes_code for r in runs if r.bytes_model is not None and r.bytes_code is not None]
     return "–" if not sizes else "yes" if max(sizes) <= SUBMISSION_BYTE_LIMIT else "no"
 
@@ -335,15 +337,15 @@ def results_lines(cells: dict, unscored: list[Run], skipped: list[str]) -> list[
         [n, d if not callable(d) else "by context (393216 up to 16k, else 524288)", label]
         for n, (d, label) in VARIANT_SETTINGS.items()]) + [""]
     for gpu in gpu_order(cells):
-        for variant in sorted({k[1] for k in cells if k[0] == gpu}, key=lambda v: (v != DEFAULT_VARIANT, v)):
+        for variant in section_variants(cells, gpu):
             contexts = sorted({k[2] for k in cells if k[:2] == (gpu, variant)})
             lines += [f"## {gpu}, variant {variant}", ""]
-            lines += table([model_row(ctx, m, cells[(gpu, variant, ctx, m)]) for ctx in contexts for m in MODELS
-                            if (gpu, variant, ctx, m) in cells], MODEL_COLUMNS)
+            lines += table([model_row(ctx, m, runs) for ctx in contexts
+                            for m, runs in zip(MODELS, pair(cells, gpu, variant, ctx)) if runs], MODEL_COLUMNS)
             lines += table(comparison_rows(cells, gpu, variant), ["context", "seeds b/h", "baseline", "hybrid", "delta",
                            "winner", "equal step", "baseline at step", "hybrid at step", "delta at step"])
             for ctx in contexts:
-                by_model = {m: cells.get((gpu, variant, ctx, m), []) for m in MODELS}
+                by_model = dict(zip(MODELS, pair(cells, gpu, variant, ctx)))
                 steps = sorted(set().union(*(common_steps(r) for r in by_model.values())))
                 lines += [f"val_bpb by step, {fmt_ctx(ctx)} (mean over seeds):", ""]
                 lines += markdown_table(["step"] + list(MODELS), [
@@ -367,8 +369,7 @@ def decomposition_rows(cells: dict, gpu: str, ctx: int) -> list[list]:
     def delta(variant: str) -> float | None:
         b, h = (mean(r.final_val_bpb for r in runs) for runs in pair(cells, gpu, variant, ctx))
         return None if b is None or h is None else h - b
-    hybrids = {k[1] for k in cells if k[0] == gpu and k[2:] == (ctx, "hybrid")}  # a baseline pairs through pair()
-    variants = sorted(hybrids, key=lambda v: (v != DEFAULT_VARIANT, v))
+    variants = [v for v in section_variants(cells, gpu) if (gpu, v, ctx, "hybrid") in cells]
     default = delta(DEFAULT_VARIANT)
     return [[v, fmt(delta(v), sign="+"), *(fmt(spread(runs)) for runs in pair(cells, gpu, v, ctx)),
              fmt(None if default is None or delta(v) is None else delta(v) - default, sign="+")] for v in variants]
@@ -439,9 +440,8 @@ def render_plots(cells: dict) -> dict[str, bytes]:
         ax.set(xlabel="context length (tokens)", ylabel="ms/step (mean over seeds)", title="training step time")
         figures[PLOT_SPEED] = fig
         for name, fig in figures.items():
-            buffer = io.BytesIO()
             fig.tight_layout()
-            fig.savefig(buffer, format="png", dpi=100, metadata={"Software": None})  # no date or version inside
+            fig.savefig(buffer := io.BytesIO(), format="png", dpi=100, metadata={"Software": None})  # no date inside
             images[name] = buffer.getvalue()
             plt.close(fig)
     return images

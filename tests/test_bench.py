@@ -31,7 +31,7 @@ def run(script: Path, *args: str, timeout: float = 300) -> subprocess.CompletedP
 
 
 def one_error_line(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode != 0
+    assert proc.returncode == 2  # bad input; 1 is a configuration that failed while measuring
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     return lines[0]
@@ -157,11 +157,13 @@ def test_compute_md_paired_ratio_rows(tmp_path):
     assert "## Trainers with FUSED_PROJECTIONS=0, micro-steps auto" in text
 
 
-def test_compute_md_refuses_another_schema(tmp_path):
+def test_compute_md_refuses_another_schema(tmp_path, capsys):
     path = tmp_path / "old.json"
     path.write_text(json.dumps({"schema": "bench_step_time/1", "results": []}))
-    with pytest.raises(SystemExit, match="^error: .*bench_step_time/1"):
+    with pytest.raises(SystemExit) as exit_info:
         bench.compute_markdown([str(path)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.startswith("error: ") and "bench_step_time/1" in err
 
 
 def test_committed_compute_experiment_md_is_what_its_command_rebuilds(tmp_path):
@@ -194,6 +196,21 @@ def test_compare_losses_names_what_is_missing(tiny_data, tmp_path):
     line = one_error_line(run(COMPARE, "--trainer", "train_gpt.py", "--arm", "a:", *args,
                               "--tokenizer-path", tmp_path / "none.model"))
     assert "--tokenizer-path" in line
+    line = one_error_line(run(COMPARE, "--trainer", "train_gpt.py", "--arm", "a:NPROC=x", *args))
+    assert "NPROC=x" in line
+    for text in ("not json", '{"arms": [{"name": "a"}]}'):  # not JSON; arms without losses
+        saved = tmp_path / "saved.json"
+        saved.write_text(text)
+        assert "--from-json" in one_error_line(run(COMPARE, "--from-json", saved))
+
+
+def test_bench_marks_only_the_first_arm_as_reference_when_it_fails(tmp_path):
+    doc = {"settings": {"tiny": True}, "results": [
+        {"model": "baseline", "context": 64, "arm": arm, "settings": {}, "grad_accum_steps": 1, "status": status,
+         "error": "boom", "block_ms_per_step": [5.0], "batch_tokens": 128, "flops_per_step": 1.0}
+        for arm, status in (("first", "failed"), ("second", "ok"))]}
+    rows = {row[2]: row for row in bench.run_rows(doc)}
+    assert rows["first"][5].startswith("FAILED") and rows["second"][9] == "-"
 
 
 def test_compare_losses_runs_another_copy_of_the_trainer_as_an_arm(tiny_data, tmp_path):

@@ -150,6 +150,14 @@ def test_crossover_needs_wins_at_every_larger_context():
     assert report.crossover_text({8192: "hybrid", 16384: "baseline", 32768: "hybrid"}) == "from 32k"
     assert report.crossover_text({8192: "baseline", 16384: "hybrid", 32768: "hybrid"}) == "from 16k"
     assert report.crossover_text({8192: "hybrid", 16384: "hybrid", 32768: "baseline"}) == "none"
+    assert report.crossover_text({8192: "1 seed", 32768: "within seed noise"}) == "not called"
+
+
+def test_published_crossover_is_the_studys_whatever_contexts_we_ran(tmp_path):
+    write_log(tmp_path, "baseline", 32768, 1, 1.50)  # only 32k here; the study's hybrid led from 16k
+    write_log(tmp_path, "hybrid", 32768, 1, 1.40)
+    cells, _, _ = report.load_runs(tmp_path)
+    assert report.comparison_rows(cells, H100, "default")[-1]["published delta"] == "from 16k"
 
 
 def test_gpu_models_never_pool_and_newest_gpu_first(tmp_path):
@@ -350,3 +358,15 @@ def test_published_study_prints_the_published_arm_as_settings():
     out = subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "published_study.py")], capture_output=True,
                          text=True, check=True).stdout
     assert dict(item.split("=", 1) for item in out.split()) == published_study.PUBLISHED_ARM
+
+
+def test_results_pair_a_hybrid_only_variant_in_one_section_with_its_baseline(tmp_path):
+    rotary, both = {"rotary_positions_bf16": "True"}, {"rotary_positions_bf16": "True", "gdn_conv_bf16": "True"}
+    write_log(tmp_path, "baseline", 32768, 1, 1.52, config=rotary)
+    write_log(tmp_path, "hybrid", 32768, 1, 1.47, config=both)
+    cells, _, _ = report.load_runs(tmp_path)
+    lines = report.results_lines(cells, [], [])
+    sections = [line for line in lines if line.startswith(f"## {H100}, variant")]
+    assert sections == [f"## {H100}, variant bf16 rotary+bf16 conv"]  # the baseline has no section of its own
+    by_step = lines[lines.index("val_bpb by step, 32k (mean over seeds):"):]
+    assert row_of(by_step, "200", by_step[0]) == ["200", "1.7000", "1.7100"]  # both models at step 200 (write_log)
