@@ -64,12 +64,14 @@ TINY_ENV = {
 }
 
 
-def run_trainer(script: str, tiny_data: dict, workdir: Path, **overrides) -> subprocess.CompletedProcess:
-    """Run a trainer as a user would (a fresh process), tiny shape, in workdir."""
+def run_trainer(script: str, tiny_data: dict, workdir: Path, args: tuple[str, ...] = (),
+                **overrides) -> subprocess.CompletedProcess:
+    """Run a trainer as a user would (a fresh process, with command-line args if given), tiny shape, in workdir;
+    overrides are environment settings (WORLD_SIZE among them, which the inherited environment loses)."""
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env.update(TINY_ENV)
     env.update({"DATA_PATH": str(tiny_data["data_path"]), "TOKENIZER_PATH": str(tiny_data["tokenizer"]),
                 "OMP_NUM_THREADS": "2"})
     env.update({k: str(v) for k, v in overrides.items()})
-    return subprocess.run([sys.executable, str(REPO_ROOT / script)], cwd=workdir, env=env,
+    return subprocess.run([sys.executable, str(REPO_ROOT / script), *args], cwd=workdir, env=env,
                           capture_output=True, text=True, timeout=600)

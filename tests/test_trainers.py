@@ -4,7 +4,6 @@ numerics settings, bad input, --check, and whole runs on CPU."""
 import ast
 import hashlib
 import json
-import os
 import re
 import subprocess
 import sys
@@ -416,17 +415,6 @@ def test_bad_settings_are_named(env, message):
         hybrid.Hyperparameters(env).resolve(world_size=1)
 
 
-def run_with_args(script: str, tiny_data: dict, workdir: Path, args: list[str], **overrides):
-    """run_trainer with command-line arguments (and WORLD_SIZE when given, which run_trainer removes)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env.update(TINY_ENV)
-    env.update({"DATA_PATH": str(tiny_data["data_path"]), "TOKENIZER_PATH": str(tiny_data["tokenizer"]),
-                "OMP_NUM_THREADS": "2"})
-    env.update({k: str(v) for k, v in overrides.items()})
-    return subprocess.run([sys.executable, str(REPO_ROOT / script), *args], cwd=workdir, env=env,
-                          capture_output=True, text=True, timeout=600)
-
-
 def assert_refused(result, workdir: Path, *names: str) -> str:
     """Exit status 2, stderr exactly one line, `error: ...` naming each of names; no log, no artifact."""
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -510,7 +498,7 @@ def test_a_tokenizer_other_than_the_datasets_is_refused(tiny_data, fixture_docs,
 @pytest.mark.parametrize("script", ["train_gpt.py", "train_gpt_gdn.py"])
 def test_unknown_argument_is_refused(script, tiny_data, tmp_path):
     for args in (["--bogus"], ["--check", "--bogus"]):
-        assert_refused(run_with_args(script, tiny_data, tmp_path, args, RUN_ID="arg"), tmp_path, "--bogus")
+        assert_refused(run_trainer(script, tiny_data, tmp_path, args, RUN_ID="arg"), tmp_path, "--bogus")
 
 
 @pytest.mark.parametrize("script", ["train_gpt.py", "train_gpt_gdn.py"])
@@ -518,15 +506,15 @@ def test_check_validates_without_creating_a_log(script, tiny_data, tmp_path):
     """--check: good inputs print one `ok:` line and exit 0; a bad one gives one error line and exit 2; a
     world size from WORLD_SIZE that does not split the batch is refused (8 x 2 x 128 divides 2048, 3 x 2 x 128
     does not); nothing is created either way."""
-    good = run_with_args(script, tiny_data, tmp_path, ["--check"], RUN_ID="checked")
+    good = run_trainer(script, tiny_data, tmp_path, ["--check"], RUN_ID="checked")
     assert good.returncode == 0, good.stderr[-2000:]
     ok_lines = [line for line in good.stdout.splitlines() if line.startswith("ok:")]
     assert len(ok_lines) == 1 and "logs/checked.txt" in ok_lines[0]
     assert not (tmp_path / "logs").exists() and not (tmp_path / "artifacts").exists()
-    assert run_with_args(script, tiny_data, tmp_path, ["--check"], RUN_ID="checked", WORLD_SIZE=8).returncode == 0
-    assert_refused(run_with_args(script, tiny_data, tmp_path, ["--check"], RUN_ID="checked", WORLD_SIZE=3),
+    assert run_trainer(script, tiny_data, tmp_path, ["--check"], RUN_ID="checked", WORLD_SIZE=8).returncode == 0
+    assert_refused(run_trainer(script, tiny_data, tmp_path, ["--check"], RUN_ID="checked", WORLD_SIZE=3),
                    tmp_path, "TRAIN_BATCH_TOKENS=2048", "world_size(3)")
-    assert_refused(run_with_args(script, tiny_data, tmp_path, ["--check"], RUN_ID="checked", NUM_HEADS=0),
+    assert_refused(run_trainer(script, tiny_data, tmp_path, ["--check"], RUN_ID="checked", NUM_HEADS=0),
                    tmp_path, "NUM_HEADS=0")
 
 
