@@ -57,7 +57,7 @@ RE = {name: re.compile(pattern) for name, pattern in {
     "val": r"^step:(\d+)/\d+ val_loss:(\S+) val_bpb:(\S+) train_time:([\d.]+)ms",
     "tokens": r"^train_tokens_seen:\d+ epochs:([\d.]+)", "peak": r"^peak memory allocated: (\d+) MiB",
     "limit": r"^submission_limit:\d+(?: format:(\S+))? bytes_model:(\d+) bytes_code:(\d+) bytes_total:(\d+) "
-             r"within_limit:(True|False)",
+             r"within_limit:(True|False)(?: int8_levels:(\d+))?",
     "final": r"^final_int8_zlib_roundtrip_exact val_loss:(\S+) val_bpb:(\S+)",
     "monitor": r"^gpu_monitor: samples:\d+ sm_mhz:(\d+) \S+ power_w:(\d+)",
     "smi_row": r"(?m)^[^,\n]*, *([\d.]+), *([\d.]+), *([\d.]+)",  # header and [N/A] rows do not match
@@ -147,7 +147,7 @@ def parse_log(path: Path) -> Run:
         elif (m := RE["run_id"].match(line)) and not run.run_id:
             run.run_id = m[1]
         elif m := RE["limit"].match(line):
-            run.artifact_format = m[1] or "zlib9"  # logs without format: shipped zlib level 9
+            run.artifact_format = (m[1] or "zlib9") + (f" int8±{m[6]}" if m[6] not in (None, "127") else "")
             run.bytes_model, run.bytes_code = int(m[2]), int(m[3])
         elif m := RE["monitor"].match(line):
             monitor.append((float(m[1]), float(m[2])))

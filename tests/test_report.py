@@ -31,7 +31,7 @@ BATCH = {16384: 393216, 32768: 524288}  # the launcher's TRAIN_BATCH_TOKENS per 
 
 def write_log(folder: Path, model: str, ctx: int, seed: int, val_bpb: float | None, *, gpu: str = H100,
               stamp: str = "20261201_120000", config: dict | None = None, new_artifact: bool = False,
-              bytes_model: int = 15_000_000, monitor: list | None = None) -> Path:
+              bytes_model: int = 15_000_000, monitor: list | None = None, int8_levels: int | None = None) -> Path:
     """A minimal trainer log; val_bpb None: the run never finished (no final round-trip line)."""
     run_id = f"{model}_{ctx}_seed{seed}_{stamp}"
     config = dict(config or {})
@@ -53,10 +53,11 @@ def write_log(folder: Path, model: str, ctx: int, seed: int, val_bpb: float | No
                   f"step:250/20000 val_loss:2.4 val_bpb:{val_bpb} train_time:150000ms step_avg:600.00ms",
                   "train_tokens_seen:131072000 epochs:0.927", "peak memory allocated: 40000 MiB reserved: 50000 MiB"]
         if new_artifact:
-            lines += [f"artifact_sizes: zlib9:{bytes_model + 200_000} lzma:{bytes_model} chosen:lzma",
+            levels = "" if int8_levels is None else f" int8_levels:{int8_levels}"
+            lines += [f"artifact_sizes: zlib9:{bytes_model + 200_000} lzma:{bytes_model} chosen:lzma{levels}",
                       f"Serialized model int8+lzma: {bytes_model} bytes (artifacts/{run_id}.int8.ptz)",
                       "Code size: 80000 bytes", f"submission_limit:16000000 format:lzma bytes_model:{bytes_model} "
-                      f"bytes_code:80000 bytes_total:{bytes_model + 80000} within_limit:True"]
+                      f"bytes_code:80000 bytes_total:{bytes_model + 80000} within_limit:True{levels}"]
         else:
             lines += [f"Serialized model int8+zlib: {bytes_model} bytes (artifacts/{run_id}.int8.ptz)",
                       "Code size: 90000 bytes", f"Total submission size int8+zlib: {bytes_model + 90000} bytes",
@@ -248,6 +249,20 @@ def test_old_and_new_artifact_lines(tmp_path):
     row = next(line for line in lines if line.startswith("| 32k | hybrid |"))
     hybrid = dict(zip(header, (cell.strip() for cell in row.strip("|").split("|"))))
     assert (hybrid["bytes model (max)"], hybrid["bytes total"], hybrid["format"]) == ("14900000", "14980000", "lzma")
+
+
+def test_a_coarser_int8_step_shows_in_the_format(tmp_path):
+    """A run that shipped int8 steps coarser than +-127 (to fit the limit) says so in its format; +-127 does not."""
+    full = report.parse_log(write_log(tmp_path, "baseline", 16384, 1, 1.5, new_artifact=True, int8_levels=127))
+    coarse = report.parse_log(write_log(tmp_path, "hybrid", 16384, 1, 1.4, new_artifact=True, int8_levels=121))
+    assert (full.artifact_format, coarse.artifact_format) == ("lzma", "lzma int8±121")
+    out = tmp_path / "out"
+    assert run_cli("--logs", tmp_path, "--out", out).returncode == 0
+    lines = (out / "RESULTS.md").read_text(encoding="utf-8").splitlines()
+    header = row_of(lines, "context", f"## {H100}, variant default")
+    cells = {model: dict(zip(header, (c.strip() for c in row.strip("|").split("|"))))
+             for model in ("baseline", "hybrid") for row in lines if row.startswith(f"| 16k | {model} |")}
+    assert (cells["baseline"]["format"], cells["hybrid"]["format"]) == ("lzma", "lzma int8±121")
 
 
 def test_gpu_clock_from_csv_beside_the_log_else_monitor_lines(tmp_path):

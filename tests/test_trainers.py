@@ -301,6 +301,61 @@ def test_int8_roundtrip_error_within_half_a_step():
     assert quantized_names >= 3
 
 
+def perturbed_hybrid_state(seed: int = 0) -> dict:
+    torch.manual_seed(seed)
+    model = hybrid.GPT(hybrid.Hyperparameters({"NUM_LAYERS": "3", "GDN_LAYERS": "0,2", "MODEL_DIM": "256",
+                                               "NUM_HEADS": "4", "NUM_KV_HEADS": "2"}))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    return model.state_dict()
+
+
+def test_artifact_at_127_levels_when_it_fits():
+    state, lines = perturbed_hybrid_state(), []
+    blob, chosen, levels = hybrid.fit_artifact(state, 50_000, lines.append)
+    assert levels == 127 and len(lines) == 1
+    sizes = dict(re.findall(r"(zlib9|lzma):(\d+)", lines[0]))
+    assert len(blob) == int(sizes[chosen]) == min(map(int, sizes.values()))
+    assert lines[0].endswith(f"chosen:{chosen} int8_levels:127")
+    assert blob == hybrid.compress_int8(state)[chosen]  # the default payload, unchanged
+
+
+def test_artifact_over_the_limit_takes_the_first_coarser_step_that_fits():
+    """Over the limit, the int8 step coarsens level by level: each try is logged and smaller than the one before,
+    the first that fits ships, and the round trip is within half of its (coarser) step."""
+    state, code_bytes = perturbed_hybrid_state(), 50_000
+    full = min(len(b) for b in hybrid.compress_int8(state, 127).values())
+    target = hybrid.INT8_LEVELS[3]
+    limit = min(len(b) for b in hybrid.compress_int8(state, target).values()) + code_bytes
+    assert full + code_bytes > limit  # 127 levels must not fit, or this test tests nothing
+    lines = []
+    blob, chosen, levels = hybrid.fit_artifact(state, code_bytes, lines.append, limit=limit)
+    assert levels == target and len(blob) + code_bytes <= limit
+    tried = [re.search(r"lzma:(\d+) chosen:(\w+) int8_levels:(\d+)$", line) for line in lines]
+    assert [int(m[3]) for m in tried] == list(hybrid.INT8_LEVELS[:4])
+    smallest = [min(map(int, re.findall(r"(?:zlib9|lzma):(\d+)", line))) for line in lines]
+    assert all(a > b for a, b in zip(smallest, smallest[1:])) and smallest[-1] == len(blob)
+    assert all(s + code_bytes > limit for s in smallest[:-1])
+    restored = hybrid.decompress_int8(blob)
+    for name, tensor in state.items():
+        if tensor.numel() > hybrid.INT8_KEEP_FLOAT_MAX_NUMEL:
+            clip = torch.quantile(tensor.float().abs(), hybrid.INT8_CLIP_QUANTILE, dim=1)
+            _, scale = hybrid.quantize_tensor_int8(tensor, levels)
+            # the coarser step, floored at 1/levels as the 127-level step is at 1/127
+            assert torch.equal(scale, (clip / levels).clamp_min(1.0 / levels).half()), name
+            clipped = torch.maximum(torch.minimum(tensor, clip[:, None]), -clip[:, None])
+            assert torch.all((restored[name] - clipped).abs() <= scale.float()[:, None] / 2 + 1e-6), name
+
+
+def test_artifact_that_cannot_fit_ships_the_last_try_over_the_limit():
+    state, lines = perturbed_hybrid_state(), []
+    blob, chosen, levels = hybrid.fit_artifact(state, 50_000, lines.append, limit=1000)
+    assert levels == hybrid.INT8_LEVELS[-1] and len(lines) == len(hybrid.INT8_LEVELS)
+    assert list(hybrid.INT8_LEVELS) == sorted(hybrid.INT8_LEVELS, reverse=True) and hybrid.INT8_LEVELS[0] == 127
+    assert blob == hybrid.compress_int8(state, levels)[chosen]
+
+
 def test_int8_roundtrip_keeps_loss(tiny_data):
     torch.manual_seed(0)
     h = base.Hyperparameters({"NUM_LAYERS": "2", "MODEL_DIM": "128", "NUM_HEADS": "4", "NUM_KV_HEADS": "2"})
@@ -532,7 +587,7 @@ def parse_log(text: str) -> dict:
 def assert_artifact_accounting(text: str, artifact: Path, script: str) -> None:
     """The artifact lines: both sizes, the smaller chosen and written, the limit line counting its bytes and the
     trainer file's bytes."""
-    sizes = re.search(r"^artifact_sizes: zlib9:(\d+) lzma:(\d+) chosen:(zlib9|lzma)$", text, re.M)
+    sizes = re.search(r"^artifact_sizes: zlib9:(\d+) lzma:(\d+) chosen:(zlib9|lzma) int8_levels:127$", text, re.M)
     assert sizes, "no artifact_sizes line"
     by_format = {"zlib9": int(sizes[1]), "lzma": int(sizes[2])}
     chosen = sizes[3]
@@ -544,7 +599,7 @@ def assert_artifact_accounting(text: str, artifact: Path, script: str) -> None:
     assert re.search(rf"^Serialized model int8\+{chosen}: {len(blob)} bytes \(", text, re.M)
     assert re.search(rf"^Code size: {code_bytes} bytes$", text, re.M)
     limit = re.search(r"^submission_limit:16000000 format:(\w+) bytes_model:(\d+) bytes_code:(\d+) bytes_total:(\d+) "
-                      r"within_limit:(True|False)$", text, re.M)
+                      r"within_limit:(True|False) int8_levels:127$", text, re.M)
     assert limit, "no submission_limit line"
     assert limit[1] == chosen and int(limit[2]) == len(blob) and int(limit[3]) == code_bytes
     assert int(limit[4]) == len(blob) + code_bytes and limit[5] == str(len(blob) + code_bytes <= 16_000_000)
