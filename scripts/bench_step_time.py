@@ -64,7 +64,7 @@ PEAK_FLOPS = 989e12
 # The files compute_experiment.md is built from (H100 measurements), relative to the repository root.
 COMPUTE_SOURCES = [f"logs_experiment/bench/{name}.json" for name in (
     "h100_accum1", "h100_baseline", "h100_fast", "h100_fast_baseline", "h100_hybrid", "h100_hybrid_accum2",
-    "h100_keep_states_16k_8k", "h100_keep_states_32k", "h100_order", "h100_profile_32k", "h100_speed_32k")]
+    "h100_keep_states_16k_8k", "h100_keep_states_32k", "h100_order", "h100_profile_32k", "h100_speed_32k", "h200_4k")]
 COMPUTE_MD = "compute_experiment.md"
 # Settings the trainers no longer have: their fast path is the only one. Results measured with one of them
 # at 0 ran the code of the logged grid runs (logs_experiment/*.txt).
@@ -382,11 +382,11 @@ SETUP_HEADER = ["context", "batch tokens", "baseline ms/step", "hybrid ms/step",
                 "ours / published: baseline, hybrid", "hybrid / baseline: ours (published)", "faster per step"]
 
 
-def setup_table(setup: tuple, results: list[dict]) -> list[str]:
-    """One setup's section: per context both models' ms/step (all blocks of all its runs), against the published."""
+def setup_table(device: str, setup: tuple, results: list[dict]) -> list[str]:
+    """One GPU's and setup's section: per context both models' ms/step (all blocks of its runs) against the published."""
     cells = {}
     for r in results:
-        if model_setup(r["model"], r["settings"]) == model_setup(r["model"], dict(setup)):
+        if r["device_name"] == device and model_setup(r["model"], r["settings"]) == model_setup(r["model"], dict(setup)):
             cells.setdefault((r["model"], r["context"]), []).append(r)
     rows, ours = [], {}
     for context in sorted({c for _, c in cells}):
@@ -409,7 +409,7 @@ def setup_table(setup: tuple, results: list[dict]) -> list[str]:
     found = [r for rs in cells.values() for r in rs]
     kernels = sorted({f"{r['model']}: sdpa {r['sdpa_backend']}, compile {r['compile']}, micro-steps "
                       f"{r['grad_accum_steps']}" for r in found})
-    return [f"## {setup_title(setup)}", "",
+    return [f"## {device}: {setup_title(setup)}", "",
             f"Device: {'; '.join(sorted({r['device_name'] + ', torch ' + r['torch'] for r in found}))}. "
             f"Kernels: {'; '.join(kernels)}. Files: "
             + ", ".join(f"`{f}`" for f in sorted({r["source"] for r in found}))
@@ -445,10 +445,12 @@ def compute_markdown(sources: list[str]) -> str:
              "name the code a measurement ran: " + "; ".join(f"{k} ({v})" for k, v in RETIRED_SETTINGS.items())
              + "; each at 0 is the path of the grid runs in logs_experiment/, at 1 the trainers' only path now.",
              "", "Sources: " + ", ".join(f"`{s}`" for s in sorted(sources)) + ".", ""]
-    hybrid_setups = {model_setup("hybrid", r["settings"]) for r in results if r["model"] == "hybrid"}
-    covered = {model_setup("baseline", dict(s)) for s in hybrid_setups}  # setups whose baseline is shown anyway
-    for setup in sorted(hybrid_setups | ({model_setup("baseline", r["settings"]) for r in results} - covered)):
-        lines += setup_table(setup, results)
+    for device in sorted({r["device_name"] for r in results}, reverse=True):  # GPUs never pool; newest name first
+        on_device = [r for r in results if r["device_name"] == device]
+        hybrid_setups = {model_setup("hybrid", r["settings"]) for r in on_device if r["model"] == "hybrid"}
+        covered = {model_setup("baseline", dict(s)) for s in hybrid_setups}  # setups whose baseline is shown anyway
+        for setup in sorted(hybrid_setups | ({model_setup("baseline", r["settings"]) for r in on_device} - covered)):
+            lines += setup_table(device, setup, on_device)
     paired = paired_rows(results)
     if paired:
         lines += ["## Arms of one process: paired ratios", "", "Arms timed in one process, blocks round-robin: the "

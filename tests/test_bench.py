@@ -110,8 +110,8 @@ def test_bad_bench_input_is_one_error_line(args, names):
     assert names in one_error_line(run(BENCH, "--tiny", *args, timeout=60))
 
 
-def write_doc(path: Path, results: list[dict]) -> str:
-    doc = {"schema": bench.SCHEMA, "command": "bench", "environment": {"device_name": "GPU X", "torch": "9"},
+def write_doc(path: Path, results: list[dict], device: str = "GPU X") -> str:
+    doc = {"schema": bench.SCHEMA, "command": "bench", "environment": {"device_name": device, "torch": "9"},
            "settings": {"warmup": 1, "steps": 1, "repeats": 3, "tiny": False}, "results": results}
     path.write_text(json.dumps(doc))
     return str(path)
@@ -134,14 +134,14 @@ def test_compute_md_crossover_pooling_and_shared_baseline(tmp_path):
     text = bench.compute_markdown([b, a])
     assert text == bench.compute_markdown([a, b])  # deterministic, inputs in path order
     first, second = text.split("\n## ")[1:3]
-    assert first.startswith("Current trainers, micro-steps auto")
+    assert first.startswith("GPU X: Current trainers, micro-steps auto")
     assert "| 8192 | 393,216 | 110.0 (100.0-120.0) | 131.0 (130.0-132.0) | 594 / 757 | 0.19, 0.17 | 1.19 (1.27) " \
            "| baseline |" in first
     # 16k: 160 / 201 = 0.80 ours, 847 / 952 = 0.89 published
     assert "| 16384 | 393,216 | 201.0 (200.0-202.0) | 160.0 (150.0-170.0) | 952 / 847 | 0.21, 0.19 | 0.80 (0.89) " \
            "| hybrid |" in first
     assert "Crossover (ours): the hybrid is faster per step from 16384 on (slower at 8192)." in first
-    assert second.startswith("Current trainers, micro-steps auto, GDN_CHUNK=32")
+    assert second.startswith("GPU X: Current trainers, micro-steps auto, GDN_CHUNK=32")
     assert "| 16384 | 393,216 | 201.0 (200.0-202.0) | 100.0 (100.0-100.0) |" in second
     assert "the hybrid is faster per step at every context measured (from 16384 on)" in second
 
@@ -154,7 +154,20 @@ def test_compute_md_paired_ratio_rows(tmp_path):
     # pairs 0.9 and 0.8: median 0.85
     assert "| hybrid | 32768 | FUSED_PROJECTIONS=0 | defaults | 100.0 (100.0-100.0) | 85.0 (80.0-90.0) " \
            "| 0.850 (0.800-0.900) |" in section
-    assert "## Trainers with FUSED_PROJECTIONS=0, micro-steps auto" in text
+    assert "## GPU X: Trainers with FUSED_PROJECTIONS=0, micro-steps auto" in text
+
+
+def test_compute_md_never_pools_two_gpus(tmp_path):
+    """The same setup on two GPUs gives two sections, the newer name first, each with its own GPU's numbers."""
+    a = write_doc(tmp_path / "a.json", [result("baseline", 8192, [100.0] * 3), result("hybrid", 8192, [90.0] * 3)],
+                  device="NVIDIA H100")
+    b = write_doc(tmp_path / "b.json", [result("baseline", 8192, [80.0] * 3), result("hybrid", 4096, [70.0] * 3)],
+                  device="NVIDIA H200")
+    sections = bench.compute_markdown([a, b]).split("\n## ")[1:3]
+    assert [s.split(":")[0] for s in sections] == ["NVIDIA H200", "NVIDIA H100"]
+    h200, h100 = sections
+    assert "| 8192 | 393,216 | 80.0 (80.0-80.0) | - |" in h200 and "| 4096 | 393,216 | - | 70.0 (70.0-70.0) |" in h200
+    assert "| 8192 | 393,216 | 100.0 (100.0-100.0) | 90.0 (90.0-90.0) |" in h100 and "4096" not in h100
 
 
 def test_compute_md_refuses_another_schema(tmp_path, capsys):
