@@ -506,12 +506,8 @@ def fused_linear(x: Tensor, layers: list[CastedLinear]) -> Tensor:
 
 
 class RMSNorm(nn.Module):
-    def __init__(self, eps: float | None = None):
-        super().__init__()
-        self.eps = eps
-
     def forward(self, x: Tensor) -> Tensor:
-        return F.rms_norm(x, (x.size(-1),), eps=self.eps)
+        return F.rms_norm(x, (x.size(-1),))
 
 
 class Rotary(nn.Module):
@@ -823,9 +819,9 @@ def choose_sdpa_backend(requested: str, head_dim: int, num_heads: int, num_kv_he
     FLASH's speed at 8k-32k on an H100), each tried on the real head shape so a misfit is skipped, not fatal."""
     if device.type != "cuda":
         return "math" if requested == "auto" else requested, False
-    order = ["cudnn", "flash", "efficient", "math"] if requested == "auto" else [requested]
     flags = {"cudnn": torch.backends.cuda.enable_cudnn_sdp, "flash": torch.backends.cuda.enable_flash_sdp,
              "efficient": torch.backends.cuda.enable_mem_efficient_sdp, "math": torch.backends.cuda.enable_math_sdp}
+    order = list(flags) if requested == "auto" else [requested]  # auto: in this order of preference
     errors = []
     for backend in order:
         for name, enable in flags.items():

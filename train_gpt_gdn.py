@@ -516,12 +516,8 @@ def fused_linear(x: Tensor, layers: list[CastedLinear]) -> Tensor:
 
 
 class RMSNorm(nn.Module):
-    def __init__(self, eps: float | None = None):
-        super().__init__()
-        self.eps = eps
-
     def forward(self, x: Tensor) -> Tensor:
-        return F.rms_norm(x, (x.size(-1),), eps=self.eps)
+        return F.rms_norm(x, (x.size(-1),))
 
 
 class Rotary(nn.Module):
@@ -777,7 +773,7 @@ class GatedDeltaRuleKeepStates(torch.autograd.Function):
 @torch.compiler.disable  # dynamo would trace into fla's Python and recompile it per layer
 def gated_delta_rule_fla(q: Tensor, k: Tensor, v: Tensor, g: Tensor, beta: Tensor, scale: float) -> Tensor:
     """The fla backend; shapes as gated_delta_rule_chunked. g in fp32, beta (already 2*sigmoid(b)) in q's dtype, as
-    fla's wrapper takes them; fla's own beta activation stays off (its allow_neg_eigval now requires it on)."""
+    fla's wrapper takes them; fla's own beta activation stays off (fla 0.6.0's allow_neg_eigval requires it on)."""
     return GatedDeltaRuleKeepStates.apply(q, k, v, g.float(), beta.to(q.dtype), scale)
 
 
@@ -1073,9 +1069,9 @@ def choose_sdpa_backend(requested: str, head_dim: int, num_heads: int, num_kv_he
     FLASH's speed at 8k-32k on an H100), each tried on the real head shape so a misfit is skipped, not fatal."""
     if device.type != "cuda":
         return "math" if requested == "auto" else requested, False
-    order = ["cudnn", "flash", "efficient", "math"] if requested == "auto" else [requested]
     flags = {"cudnn": torch.backends.cuda.enable_cudnn_sdp, "flash": torch.backends.cuda.enable_flash_sdp,
              "efficient": torch.backends.cuda.enable_mem_efficient_sdp, "math": torch.backends.cuda.enable_math_sdp}
+    order = list(flags) if requested == "auto" else [requested]  # auto: in this order of preference
     errors = []
     for backend in order:
         for name, enable in flags.items():

@@ -583,13 +583,11 @@ def remove_stale_temporaries(out_dir: Path, model_path: Path, vocab_path: Path) 
     """Remove the hidden temporary files of this dataset (shards, manifest, tokenizer) whose writing
     process is gone, e.g. killed by SIGKILL, which leaves no chance to clean up; a live process's files
     (another build of the same name) are left alone. Returns how many were removed."""
-    patterns = [(out_dir, ".fineweb_*.bin.tmp-*"), (out_dir, ".manifest.json.tmp-*"),
-                (model_path.parent, f".{model_path.name}.tmp-*"), (vocab_path.parent, f".{vocab_path.name}.tmp-*")]
+    patterns = [shard_format.temp_path(final, "*") for final in
+                (out_dir / "fineweb_*.bin", out_dir / "manifest.json", model_path, vocab_path)]
     removed = 0
-    for folder, pattern in patterns:
-        if not folder.is_dir():
-            continue
-        for path in folder.glob(pattern):
+    for pattern in patterns:
+        for path in pattern.parent.glob(pattern.name):
             pid = path.name.rpartition(".tmp-")[2]
             if pid.isdigit() and _process_alive(int(pid)):
                 continue

@@ -37,10 +37,10 @@ def shard_bytes(num_tokens: int) -> int:
     return HEADER_BYTES + TOKEN_BYTES * num_tokens
 
 
-def temp_path(final: Path) -> Path:
+def temp_path(final: Path, pid: int | str | None = None) -> Path:
     """A hidden temporary name beside final, which no glob for finished files matches (both data tools
-    write under it and rename into place)."""
-    return final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    write under it and rename into place); of this process unless pid is given ("*": a glob pattern for any)."""
+    return final.with_name(f".{final.name}.tmp-{os.getpid() if pid is None else pid}")
 
 
 class ShardError(ValueError):

@@ -50,6 +50,7 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO_ROOT / "scripts"), str(REPO_ROOT)]  # the shared scripts, then the trainers
 from compare_losses import OneLineErrors, bad_input, parse_arm, parse_env  # noqa: E402  (one syntax for both scripts)
+from report import write_if_changed  # noqa: E402
 from published_study import (PUBLISHED_GRAD_ACCUM, PUBLISHED_KERNELS, PUBLISHED_MS_PER_STEP,  # noqa: E402
                              crossover, markdown_table, published_batch_tokens)
 
@@ -66,7 +67,7 @@ COMPUTE_SOURCES = [f"logs_experiment/bench/{name}.json" for name in (
     "h100_accum1", "h100_baseline", "h100_fast", "h100_fast_baseline", "h100_hybrid", "h100_hybrid_accum2",
     "h100_keep_states_16k_8k", "h100_keep_states_32k", "h100_order", "h100_profile_32k", "h100_speed_32k", "h200_4k")]
 COMPUTE_MD = "compute_experiment.md"
-# Settings the trainers no longer have: their fast path is the only one. Results measured with one of them
+# Settings the trainers do not have: their fast path is the only one. Results measured with one of them
 # at 0 ran the code of the logged grid runs (logs_experiment/*.txt).
 RETIRED_SETTINGS = {"FUSED_PROJECTIONS": "q, k, v and the GDN projections each as one matmul",
                     "MUON_BATCHED": "Muon's Newton-Schulz over same-shape matrices as one batch",
@@ -255,8 +256,8 @@ def fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def ms_cell(stats: dict | None) -> str:
-    return "-" if stats is None else f"{stats['median']:.1f} ({stats['min']:.1f}-{stats['max']:.1f})"
+def ms_cell(stats: dict | None, digits: int = 1) -> str:  # median (min-max)
+    return "-" if stats is None else "{median:.{d}f} ({min:.{d}f}-{max:.{d}f})".format(**stats, d=digits)
 
 
 def settings_text(settings: dict[str, str]) -> str:
@@ -282,17 +283,9 @@ def run_rows(doc: dict) -> list[list[str]]:
         reference = r["arm"] == first_arm[(r["model"], r["context"])]
         rows.append(head + [ms_cell(stats), f"{r['batch_tokens'] / seconds:,.0f}", fmt(r.get("peak_mem_gib"), ".2f"),
                             f"{100 * r['flops_per_step'] / seconds / PEAK_FLOPS:.1f}%" if on_cuda else "-",
-                            "reference" if reference else "-" if ratio is None else
-                            f"{ratio['median']:.3f} ({ratio['min']:.3f}-{ratio['max']:.3f})",
+                            "reference" if reference else ms_cell(ratio, 3),
                             fmt(pub, ".0f"), "-" if pub is None else f"{stats['median'] / pub:.2f}"])
     return rows
-
-
-def write_json(path: Path, doc: dict) -> None:
-    """Through a temporary file, so a cut-off run never leaves a half-written JSON."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.with_name(path.name + ".tmp").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
-    path.with_name(path.name + ".tmp").replace(path)
 
 
 def run_benchmark(args, argv: list[str]) -> int:
@@ -323,15 +316,14 @@ def run_benchmark(args, argv: list[str]) -> int:
             if use_cuda:
                 torch.cuda.empty_cache()
             if args.out_json:
-                write_json(Path(args.out_json), doc)
+                write_if_changed(Path(args.out_json), (json.dumps(doc, indent=1) + "\n").encode())  # never half-written
     table = "\n".join(markdown_table(RUN_HEADER, run_rows(doc)))
     print("\n" + table)
     if args.out_md:
-        Path(args.out_md).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out_md).write_text(
+        write_if_changed(Path(args.out_md), (
             f"# Step-time benchmark\n\nCommand: `{doc['command']}`\n\nDevice: {env['device_name']}, torch "
             f"{env['torch']}, git {env['git']}. Warm-up {args.warmup} steps, {args.repeats} blocks of {args.steps} "
-            f"steps. Published: one H100 SXM, {PUBLISHED_GRAD_ACCUM} micro-steps.\n\n{table}\n", encoding="utf-8")
+            f"steps. Published: one H100 SXM, {PUBLISHED_GRAD_ACCUM} micro-steps.\n\n{table}\n").encode())
     return 1 if any(r["status"] != "ok" for r in doc["results"]) else 0
 
 
@@ -383,10 +375,10 @@ SETUP_HEADER = ["context", "batch tokens", "baseline ms/step", "hybrid ms/step",
 
 
 def setup_table(device: str, setup: tuple, results: list[dict]) -> list[str]:
-    """One GPU's and setup's section: per context both models' ms/step (all blocks of its runs) against the published."""
+    """One setup's section of one GPU's results: per context both models' ms/step (all blocks) against the published."""
     cells = {}
     for r in results:
-        if r["device_name"] == device and model_setup(r["model"], r["settings"]) == model_setup(r["model"], dict(setup)):
+        if model_setup(r["model"], r["settings"]) == model_setup(r["model"], dict(setup)):
             cells.setdefault((r["model"], r["context"]), []).append(r)
     rows, ours = [], {}
     for context in sorted({c for _, c in cells}):
@@ -425,7 +417,7 @@ def paired_rows(results: list[dict]) -> list[list[str]]:
             ratio = paired_ratio(r["block_ms_per_step"], ref["block_ms_per_step"])
             rows.append([r["model"], str(r["context"]), settings_text(ref["settings"]), settings_text(r["settings"]),
                          ms_cell(block_stats(ref["block_ms_per_step"])), ms_cell(block_stats(r["block_ms_per_step"])),
-                         f"{ratio['median']:.3f} ({ratio['min']:.3f}-{ratio['max']:.3f})", f"`{r['source']}`"])
+                         ms_cell(ratio, 3), f"`{r['source']}`"])
     return sorted(rows, key=lambda row: (row[0], int(row[1]), row[2], row[3], row[7]))
 
 
@@ -441,9 +433,9 @@ def compute_markdown(sources: list[str]) -> str:
              f"{crossover_text(published)}.", "",
              "Each run times blocks of optimizer steps after an untimed warm-up (synthetic tokens, the published "
              "batch: 393,216 tokens per step up to 16,384, 524,288 at 32,768); a cell is the median ms/step over "
-             "the blocks of every run of that setup, min-max in brackets. Settings the trainers no longer have "
+             "the blocks of every run of that setup, min-max in brackets. Settings the trainers do not have "
              "name the code a measurement ran: " + "; ".join(f"{k} ({v})" for k, v in RETIRED_SETTINGS.items())
-             + "; each at 0 is the path of the grid runs in logs_experiment/, at 1 the trainers' only path now.",
+             + "; each at 0 is the path of the grid runs in logs_experiment/, at 1 the trainers' only path.",
              "", "Sources: " + ", ".join(f"`{s}`" for s in sorted(sources)) + ".", ""]
     for device in sorted({r["device_name"] for r in results}, reverse=True):  # GPUs never pool; newest name first
         on_device = [r for r in results if r["device_name"] == device]
@@ -491,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.regenerate_compute_md:
         return run_benchmark(args, argv)
     out = Path(args.out_md or REPO_ROOT / COMPUTE_MD)
-    out.write_bytes(compute_markdown(COMPUTE_SOURCES).encode("utf-8"))
+    write_if_changed(out, compute_markdown(COMPUTE_SOURCES).encode("utf-8"))
     print(f"wrote {out}")
     return 0
 

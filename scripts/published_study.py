@@ -20,8 +20,8 @@ PUBLISHED_SCHEDULE_STEPS = {"baseline": {8192: (190, 381), 16384: (118, 236), 32
                             "hybrid": {8192: (160, 320), 16384: (104, 208), 32768: (79, 158)}}
 # The published numerics arm, as environment settings: the study's kernels, rotary positions computed in bf16,
 # GDN conv weights kept in bf16 (hybrid only), and the launcher's published step-count schedule.
-PUBLISHED_ARM = {"SDPA_BACKEND": "flash", "GRAD_ACCUM_STEPS": "8", "ROTARY_POSITIONS_BF16": "1", "GDN_CONV_BF16": "1",
-                 "PUBLISHED_SCHEDULE": "1"}
+PUBLISHED_ARM = {**{name: str(value) for name, value in PUBLISHED_KERNELS.items()}, "ROTARY_POSITIONS_BF16": "1",
+                 "GDN_CONV_BF16": "1", "PUBLISHED_SCHEDULE": "1"}
 
 
 def published_batch_tokens(context: int) -> int:

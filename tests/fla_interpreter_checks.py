@@ -25,7 +25,7 @@ def compare_mixers(settings: dict) -> dict[str, float]:
     """A small GDN mixer (width 96, 2 heads of 24/48, conv 4; 100 tokens: one full chunk of 64 and a ragged
     one) with these settings against the PyTorch path with the same weights, in fp32 (no autocast)."""
     return mixer_errors({"backend": "torch"}, settings, dims=(96, 2, 24, 48, 4), seq_len=100, device="cpu",
-                        autocast=False)[0]
+                        autocast=False)
 
 
 def main() -> None:

@@ -34,10 +34,14 @@ VAL_DOCS = 5
 SHARD_TOKENS = 20_000
 
 
-def run_prepare(root: Path, *extra: str, inputs=(FIXTURE,), name="fx", val_docs=VAL_DOCS, vocab=1024) -> int:
+def prepare_argv(root: Path, *extra: str, inputs=(FIXTURE,), name="fx", val_docs=VAL_DOCS, vocab=1024) -> list[str]:
     argv = [a for path in inputs for a in ("--input", str(path))]
-    argv += ["--output-root", str(root), "--name", name, "--vocab-size", str(vocab), "--val-docs", str(val_docs)]
-    return prepare_local.main(argv + list(extra))
+    return argv + ["--output-root", str(root), "--name", name, "--vocab-size", str(vocab), "--val-docs",
+                   str(val_docs), *extra]
+
+
+def run_prepare(root: Path, *extra: str, **options) -> int:
+    return prepare_local.main(prepare_argv(root, *extra, **options))
 
 
 def shard_paths(root: Path, name: str = "fx", split: str = "*") -> list[Path]:
@@ -268,8 +272,7 @@ sys.exit(prepare_local.main(sys.argv[2:]))
 @pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_mid_run_exits_128_plus_signal_and_leaves_nothing(signum, status, tmp_path):
     out = tmp_path / "out"
-    argv = ["--input", str(FIXTURE), "--output-root", str(out), "--name", "fx", "--vocab-size", "1024",
-            "--val-docs", str(VAL_DOCS), "--workers", "1", "--shard-tokens", "5000"]
+    argv = prepare_argv(out, "--workers", "1", "--shard-tokens", "5000")
     proc = subprocess.Popen([sys.executable, "-c", SLOW_PREPARE, str(DATA), *argv], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:

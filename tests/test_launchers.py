@@ -207,7 +207,7 @@ def test_failed_check_stops_before_torchrun_with_its_status(model, fake_env, tmp
 
 @pytest.mark.parametrize("model", list(SINGLE))
 def test_exit_status_is_torchruns(model, fake_env, tmp_path):
-    install(Path(fake_env["PATH"].split(os.pathsep)[0]), "torchrun", FAKE_TORCHRUN + "sys.exit(3)\n")
+    install(tmp_path / "bin", "torchrun", FAKE_TORCHRUN + "sys.exit(3)\n")
     proc = launch(SINGLE[model][0], ["8192"], fake_env, tmp_path)
     assert proc.returncode == 3 and len(torchrun_calls(proc)) == 1
 
@@ -244,7 +244,7 @@ def test_bad_process_count_is_refused(nproc, fake_env, tmp_path):
 
 
 def test_gpu_sampler_writes_beside_the_log_and_ends_with_the_run(fake_env, tmp_path):
-    bin_dir = Path(fake_env["PATH"].split(os.pathsep)[0])
+    bin_dir = tmp_path / "bin"  # fake_env's bin folder
     install(bin_dir, "nvidia-smi", FAKE_NVIDIA_SMI)
     install(bin_dir, "torchrun", FAKE_TORCHRUN + "import time; time.sleep(0.5)\nsys.exit(4)\n")
     sampler_record = tmp_path / "sampler.json"
@@ -279,7 +279,7 @@ time.sleep(60)
 def test_signal_to_the_launcher_stops_torchrun_and_the_sampler(signum, fake_env, tmp_path):
     """A TERM or INT sent to the launcher alone reaches torchrun as TERM; the launcher waits for it, returns
     its status and leaves no sampler behind."""
-    bin_dir = Path(fake_env["PATH"].split(os.pathsep)[0])
+    bin_dir = tmp_path / "bin"  # fake_env's bin folder
     install(bin_dir, "nvidia-smi", FAKE_NVIDIA_SMI)
     install(bin_dir, "torchrun", FAKE_TORCHRUN_UNTIL_TERM)
     started, stopped, sampler_record = tmp_path / "started", tmp_path / "stopped", tmp_path / "sampler.json"
@@ -329,7 +329,7 @@ def test_all_runs_three_lengths_in_turn(model, fake_env, tmp_path):
 
 @pytest.mark.parametrize("model", list(ALL))
 def test_all_stops_at_first_failure(model, fake_env, tmp_path):
-    install(Path(fake_env["PATH"].split(os.pathsep)[0]), "torchrun", FAKE_TORCHRUN + "sys.exit(3)\n")
+    install(tmp_path / "bin", "torchrun", FAKE_TORCHRUN + "sys.exit(3)\n")
     proc = launch(ALL[model], [], fake_env, tmp_path)
     assert proc.returncode == 3
     assert len(torchrun_calls(proc)) == 1

@@ -272,14 +272,19 @@ def test_both_compressions_give_the_same_tensors():
         assert from_zlib[name].dtype == from_lzma[name].dtype and torch.equal(from_zlib[name], from_lzma[name]), name
 
 
-def test_int8_roundtrip_error_within_half_a_step():
+def perturbed_hybrid_state() -> dict:
+    """A small hybrid's weights moved off their initial values, with a heavy row here and there."""
     torch.manual_seed(0)
     model = hybrid.GPT(hybrid.Hyperparameters({"NUM_LAYERS": "3", "GDN_LAYERS": "0,2", "MODEL_DIM": "256",
                                                "NUM_HEADS": "4", "NUM_KV_HEADS": "2"}))
     with torch.no_grad():
         for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.3)  # off the initial values, with a heavy row here and there
-    state = model.state_dict()
+            p.add_(torch.randn_like(p) * 0.3)
+    return model.state_dict()
+
+
+def test_int8_roundtrip_error_within_half_a_step():
+    state = perturbed_hybrid_state()
     restored = hybrid.decompress_int8(hybrid.compress_int8(state)["zlib9"])
     assert restored.keys() == state.keys()
     quantized_names = 0
@@ -299,16 +304,6 @@ def test_int8_roundtrip_error_within_half_a_step():
         else:
             torch.testing.assert_close(back, tensor, rtol=1e-3, atol=1e-4)  # fp16 storage
     assert quantized_names >= 3
-
-
-def perturbed_hybrid_state(seed: int = 0) -> dict:
-    torch.manual_seed(seed)
-    model = hybrid.GPT(hybrid.Hyperparameters({"NUM_LAYERS": "3", "GDN_LAYERS": "0,2", "MODEL_DIM": "256",
-                                               "NUM_HEADS": "4", "NUM_KV_HEADS": "2"}))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.3)
-    return model.state_dict()
 
 
 def test_artifact_at_127_levels_when_it_fits():
@@ -692,7 +687,6 @@ def test_validation_before_any_training_step(script, tiny_data, tmp_path):
 def compare_losses(tiny_data, tmp_path, trainer: str, arms: list[str], extra_env: dict) -> dict:
     """scripts/compare_losses.py on the tiny data: 5 steps of the trainer under each arm, losses side by side
     (logs and int8 artifacts under tmp_path: the script runs in the repository root)."""
-    from conftest import TINY_ENV
     env = dict(TINY_ENV, WARMUP_STEPS="0", OMP_NUM_THREADS="1", ARTIFACT_DIR=str(tmp_path / "artifacts"), **extra_env)
     out = tmp_path / "compare.json"
     cmd = [sys.executable, str(REPO_ROOT / "scripts" / "compare_losses.py"), "--trainer", trainer,
